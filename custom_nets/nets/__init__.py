@@ -1,0 +1,19 @@
+"""Networks: the dense ResEnc U-Net (nnU-Net compatible), its sparse operations and the S3D wrapper."""
+
+from custom_nets.nets.resenc import PRESETS, ResEncUNet, ResidualEncoder, UNetDecoder, dna_kwargs, resenc_unet
+from custom_nets.nets.s3d import S3D, dense_state_dict
+from custom_nets.nets.sparse import InstanceNorm, masked_instance_norm, stage_masks
+
+__all__ = [
+    "PRESETS",
+    "ResEncUNet",
+    "ResidualEncoder",
+    "UNetDecoder",
+    "dna_kwargs",
+    "resenc_unet",
+    "S3D",
+    "dense_state_dict",
+    "InstanceNorm",
+    "masked_instance_norm",
+    "stage_masks",
+]

@@ -1,0 +1,129 @@
+"""Crash-safe, automatically resumed training checkpoints.
+
+MONAI's ``CheckpointSaver`` writes in place (``atomic=False``), so a crash during the write leaves a truncated
+file that the next start would load. ``ResumableCheckpoint`` writes to a temporary file and renames it
+(atomic on POSIX), keeps the newest ``n_saved`` files, and on start loads the newest one, restoring the network,
+optimiser, lr scheduler and the trainer's iteration, so re-running the same command continues a crashed run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+
+from custom_nets.engine.dist import is_main_process
+
+__all__ = ["ResumableCheckpoint", "latest_checkpoint", "atomic_torch_save", "unwrap"]
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint_iter(\d+)\.pt$")
+
+
+def unwrap(obj):
+    """The module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(obj, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            obj = obj.module
+        elif hasattr(obj, "_orig_mod") and isinstance(obj, nn.Module):
+            obj = obj._orig_mod
+        else:
+            return obj
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def latest_checkpoint(save_dir: str | os.PathLike) -> Path | None:
+    """The ``checkpoint_iter<N>.pt`` with the largest N in ``save_dir`` (None if there is none)."""
+    save_dir = Path(save_dir)
+    if not save_dir.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in save_dir.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
+    return max(found)[1] if found else None
+
+
+class ResumableCheckpoint:
+    """Save every ``interval`` iterations and at the end; resume from the newest checkpoint on start.
+
+    Args:
+        save_dir: folder of ``checkpoint_iter<N>.pt`` files.
+        save_dict: objects with ``state_dict``/``load_state_dict``, e.g. {"network", "optimizer",
+            "lr_scheduler", "trainer"}. Wrapped networks (DDP, compiled) are saved unwrapped, so a checkpoint
+            moves between 1 and 8 GPUs.
+        interval: iterations between checkpoints. Defaults to 1000.
+        n_saved: newest checkpoints kept. Defaults to 2.
+        resume: load the newest checkpoint when the run starts. Defaults to True.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        save_dict: Mapping[str, object],
+        interval: int = 1000,
+        n_saved: int = 2,
+        resume: bool = True,
+    ) -> None:
+        if interval < 1 or n_saved < 1:
+            raise ValueError(f"interval and n_saved must be >= 1, got {interval} and {n_saved}.")
+        self.save_dir = Path(save_dir)
+        self.save_dict = dict(save_dict)
+        self.interval = int(interval)
+        self.n_saved = int(n_saved)
+        self.resume = resume
+
+    def attach(self, engine: Engine) -> None:
+        if self.resume:
+            engine.add_event_handler(Events.STARTED, self.load_latest)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.save)
+        engine.add_event_handler(Events.COMPLETED, self.save)
+
+    def load_latest(self, engine: Engine) -> None:
+        path = latest_checkpoint(self.save_dir)
+        if path is None:
+            logger.info("no checkpoint in %s: starting from iteration 0", self.save_dir)
+            return
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        missing = [k for k in self.save_dict if k not in checkpoint]
+        if missing:
+            raise ValueError(
+                f"checkpoint {path} lacks {missing}; it was not written by this trainer. Move it out of "
+                f"{self.save_dir} or choose another output_dir."
+            )
+        max_epochs = engine.state.max_epochs
+        for key, obj in self.save_dict.items():
+            unwrap(obj).load_state_dict(checkpoint[key])
+        if engine.state.epoch > max_epochs:
+            raise ValueError(
+                f"checkpoint {path} is at epoch {engine.state.epoch}, beyond this run's {max_epochs} epochs; "
+                "raise max_steps or start in a new output_dir."
+            )
+        engine.state.max_epochs = max_epochs
+        logger.info("resumed from %s at iteration %d", path, engine.state.iteration)
+
+    def save(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        path = self.save_dir / f"checkpoint_iter{engine.state.iteration:09d}.pt"
+        atomic_torch_save({k: unwrap(v).state_dict() for k, v in self.save_dict.items()}, path)
+        older = sorted(p for p in self.save_dir.iterdir() if CHECKPOINT_PATTERN.match(p.name))[: -self.n_saved]
+        for p in older:
+            p.unlink(missing_ok=True)
+        logger.info("saved checkpoint %s", path)

@@ -1,0 +1,164 @@
+"""Ignite handlers for pre-training runs: progress bar, learning-rate curve, reconstruction pictures, weight export.
+
+Each has ``attach(engine)`` so bundle configs list them in ``train#handlers`` next to MONAI's own handlers.
+Everything that writes files is a no-op on DDP ranks other than 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from ignite.engine import Engine, Events
+
+from custom_nets.engine.checkpoints import atomic_torch_save, unwrap
+from custom_nets.engine.dist import is_main_process
+from custom_nets.engine.previews import PANELS, preview_grid, save_png
+
+__all__ = ["ProgressBar", "LearningRateLogger", "ReconstructionPreview", "ExportWeights", "RunSummary"]
+
+logger = logging.getLogger(__name__)
+
+
+class ProgressBar:
+    """Ignite's tqdm progress bar over iterations, showing the loss; only on rank 0.
+
+    Args:
+        output_key: key of ``engine.state.output`` shown in the bar. Defaults to "loss".
+        interval: refresh every this many iterations (each refresh reads the loss from the GPU). Defaults to 1.
+    """
+
+    def __init__(self, output_key: str = "loss", interval: int = 1) -> None:
+        self.output_key = output_key
+        self.interval = max(int(interval), 1)
+
+    def attach(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        from ignite.handlers import ProgressBar as IgniteProgressBar
+
+        IgniteProgressBar(persist=True).attach(
+            engine,
+            output_transform=lambda out: {self.output_key: float(out[self.output_key])},
+            event_name=Events.ITERATION_COMPLETED(every=self.interval),
+        )
+
+
+class LearningRateLogger:
+    """Write the optimiser's learning rate (first parameter group) to TensorBoard every ``interval`` iterations.
+
+    Args:
+        summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` (shared with the other TensorBoard handlers).
+        optimizer: the trained optimiser.
+        interval: iterations between points. Defaults to 10.
+        tag: scalar name. Defaults to "lr".
+    """
+
+    def __init__(self, summary_writer, optimizer: torch.optim.Optimizer, interval: int = 10, tag: str = "lr") -> None:
+        self.writer, self.optimizer, self.interval, self.tag = summary_writer, optimizer, max(int(interval), 1), tag
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+
+    def __call__(self, engine: Engine) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(self.tag, self.optimizer.param_groups[0]["lr"], engine.state.iteration)
+
+
+class ReconstructionPreview:
+    """Every ``interval`` iterations, save a PNG (and a TensorBoard image) of the first sample's reconstruction.
+
+    Columns: input / masked input / reconstruction / target (see ``previews.preview_grid``); rows: axial,
+    coronal, sagittal central slices. Files: ``<output_dir>/reconstruction_iter<N>.png``.
+
+    Args:
+        output_dir: folder for the PNG files.
+        interval: iterations between pictures. Defaults to 1000.
+        summary_writer: optional TensorBoard writer; the picture goes under the tag "reconstruction".
+        keys: (image, mask, prediction) keys of ``engine.state.output``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        interval: int = 1000,
+        summary_writer=None,
+        keys: tuple[str, str, str] = ("image", "mask", "pred"),
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.interval = max(int(interval), 1)
+        self.writer = summary_writer
+        self.keys = keys
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+
+    def __call__(self, engine: Engine) -> Path | None:
+        if not is_main_process():
+            return None
+        out = engine.state.output
+        image, mask, pred = (out[k] for k in self.keys)
+        pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+        picture = preview_grid(image[0], mask[0], pred[0])
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"reconstruction_iter{engine.state.iteration:09d}.png"
+        save_png(picture, path)
+        if self.writer is not None:
+            self.writer.add_image("reconstruction", picture[None], engine.state.iteration)
+            self.writer.add_text("reconstruction/columns", " | ".join(PANELS), engine.state.iteration)
+        return path
+
+
+class ExportWeights:
+    """At the end of training, save the network's weights in the fine-tuning format, atomically.
+
+    For S3D the file holds the dense ResEnc state dict (mask tokens and densify convs dropped), which loads
+    strictly into ``ResEncUNet`` and nnU-Net's ``ResidualEncoderUNet``.
+
+    Args:
+        network: the trained network (wrappers are removed).
+        path: output file, e.g. ``<output_dir>/models/model.pt``.
+        convert: function from the unwrapped network to the state dict to save. Defaults to ``state_dict()``.
+    """
+
+    def __init__(self, network: torch.nn.Module, path: str | os.PathLike, convert: Callable | None = None) -> None:
+        self.network, self.path, self.convert = network, Path(path), convert
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine | None = None) -> Path | None:
+        if not is_main_process():
+            return None
+        net = unwrap(self.network)
+        state = self.convert(net) if self.convert is not None else net.state_dict()
+        atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, self.path)
+        logger.info("saved weights for fine-tuning to %s", self.path)
+        return self.path
+
+
+class RunSummary:
+    """Log, at start and end, where the run writes its checkpoints, weights, TensorBoard logs and pictures.
+
+    Args:
+        paths: label -> path, e.g. {"checkpoints": ..., "tensorboard": ..., "previews": ..., "weights": ...}.
+    """
+
+    def __init__(self, paths: dict[str, str]) -> None:
+        self.paths = {k: str(v) for k, v in paths.items()}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.report, "writing")
+        engine.add_event_handler(Events.COMPLETED, self.report, "finished")
+
+    def report(self, engine: Engine, stage: str) -> None:
+        if not is_main_process():
+            return
+        lines = [f"{stage} at iteration {engine.state.iteration}:"]
+        lines += [f"  {label:<12} {path}" for label, path in self.paths.items()]
+        if "tensorboard" in self.paths:
+            lines.append(f"  view curves with: tensorboard --logdir {self.paths['tensorboard']}")
+        logger.info("\n".join(lines))

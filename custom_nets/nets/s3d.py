@@ -1,0 +1,141 @@
+"""S3D: sparse masked-autoencoder pre-training of a Residual-Encoder U-Net.
+
+Wald, Ulrich et al., "Revisiting MAE pre-training for 3D medical image segmentation", CVPR 2025,
+https://arxiv.org/abs/2410.23132 (SparK adapted to 3D CNNs: Tian et al., ICLR 2023).
+
+``S3D.forward(image, mask)``:
+    1. the input is masked explicitly (masked voxels are zero, so the stem never sees masked content);
+    2. the encoder runs sparse: the mask is re-applied after every conv/pooling and instance norms use visible
+       voxels only (``sparse.py``); stages coarser than the mask blocks run dense;
+    3. densification per masked stage: visible-only normalisation (no affine), masked positions filled with a
+       learnable mask token, a 3^3 conv (identity at full resolution, where only the token is filled);
+    4. the dense nnU-Net decoder with all skips produces the reconstruction.
+
+Because of 1. and 2., the output does not depend on the content of masked input voxels at all. After
+pre-training, ``dense_state_dict(model)`` gives plain ResEnc weights (tokens and densify convs dropped).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from monai.networks.layers.factories import Conv
+from torch import nn
+
+from custom_nets.nets.resenc import ResEncUNet
+from custom_nets.nets.sparse import masked_instance_norm, stage_masks
+
+__all__ = ["S3D", "dense_state_dict"]
+
+BACKBONE_PREFIX = "backbone."
+
+
+class S3D(nn.Module):
+    """Sparse masked autoencoder around a ResEnc U-Net; see the module docstring.
+
+    Args:
+        backbone: the ResEnc U-Net to pre-train (``num_classes`` = reconstructed channels, normally 1).
+        block_size: mask block edge in voxels; stages downsampled by more than this are dense. Defaults to 16.
+        sparse: re-mask after every encoder conv and use visible-only norms (ablation switch). Defaults to True.
+        mask_token: fill masked positions of every masked stage with a learnable token. Defaults to True.
+        densify: visible-only norm + 3^3 conv per masked stage below full resolution. Defaults to True.
+    """
+
+    def __init__(
+        self,
+        backbone: ResEncUNet,
+        block_size: int = 16,
+        sparse: bool = True,
+        mask_token: bool = True,
+        densify: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(backbone, ResEncUNet):
+            raise ValueError(f"S3D needs a custom_nets ResEncUNet backbone, got {type(backbone).__name__}.")
+        self.backbone = backbone
+        self.block_size = int(block_size)
+        self.sparse, self.use_mask_token, self.use_densify = bool(sparse), bool(mask_token), bool(densify)
+        encoder = backbone.encoder
+        self.masked_stages = [
+            i for i, r in enumerate(encoder.reductions) if r <= self.block_size and self.block_size % r == 0
+        ]
+        conv_type = Conv[Conv.CONV, encoder.spatial_dims]
+        token_shape = (1, -1) + (1,) * encoder.spatial_dims
+        self.mask_tokens = nn.ParameterDict()
+        self.densify_convs = nn.ModuleDict()
+        for i in self.masked_stages:
+            channels = encoder.feature_channels[i]
+            if self.use_mask_token:
+                token = nn.Parameter(torch.zeros(channels).view(token_shape))
+                nn.init.trunc_normal_(token, std=0.02, a=-0.02 * 2, b=0.02 * 2)
+                self.mask_tokens[str(i)] = token
+            if self.use_densify and encoder.reductions[i] > 1:
+                self.densify_convs[str(i)] = conv_type(channels, channels, 3, 1, 1, bias=True)
+        # Heads of coarser decoder stages only serve deep supervision; freezing them keeps DDP from waiting for
+        # gradients that never come. Their (initial) values still travel in the exported dense weights.
+        if not backbone.decoder.deep_supervision:
+            for head in list(backbone.decoder.seg_layers)[:-1]:
+                head.requires_grad_(False)
+
+    def stage_masks(self, mask: torch.Tensor) -> list[torch.Tensor | None]:
+        """Per-stage masks (None for dense stages); see ``sparse.stage_masks``."""
+        return stage_masks(mask, self.backbone.encoder.reductions, self.block_size)
+
+    def densify_stage(self, index: int, feature: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Turn a sparse stage output into a dense decoder input. (B, C, *s), (B, 1, *s) -> (B, C, *s)."""
+        if mask is None:
+            return feature
+        conv = self.densify_convs[str(index)] if str(index) in self.densify_convs else None
+        if conv is not None:
+            feature = masked_instance_norm(feature, mask)
+        if self.use_mask_token:
+            token = self.mask_tokens[str(index)].to(feature.dtype)
+            feature = torch.where(mask > 0, feature, token)
+        return feature if conv is None else conv(feature)
+
+    def forward_encoder(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[list[torch.Tensor], list]:
+        """Masked input -> (stage features finest first, per-stage masks)."""
+        masks = self.stage_masks(mask)
+        features = self.backbone.encoder(image * mask.to(image.dtype), masks if self.sparse else None)
+        return features, masks
+
+    def forward_decoder(self, features: list[torch.Tensor], masks: list) -> torch.Tensor:
+        """Densify every stage and decode to the reconstruction (B, out, *spatial)."""
+        dense = [self.densify_stage(i, f, m) for i, (f, m) in enumerate(zip(features, masks))]
+        return self.backbone.decoder(dense)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Args:
+            image: (B, C, *spatial) z-scored patch.
+            mask: (B, 1, *spatial), 1 = visible, 0 = masked (see ``masking.BlockMaskGenerator``).
+
+        Returns:
+            (B, num_classes, *spatial) reconstruction (a list with deep supervision).
+        """
+        self.backbone.check_input(image)
+        if mask.ndim != image.ndim or mask.shape[0] != image.shape[0] or mask.shape[1] != 1 or mask.shape[2:] != image.shape[2:]:
+            raise ValueError(
+                f"mask must have shape (B, 1, *spatial) = {(image.shape[0], 1, *image.shape[2:])}, got {tuple(mask.shape)}."
+            )
+        return self.forward_decoder(*self.forward_encoder(image, mask))
+
+
+def dense_state_dict(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Dense ResEnc weights of an S3D model or S3D state dict (DDP's "module." prefix allowed).
+
+    Mask tokens and densification convs are pre-training scaffolding and are dropped; the result loads
+    strictly into ``ResEncUNet`` and into nnU-Net's ``ResidualEncoderUNet`` of the same configuration.
+    """
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else dict(model_or_state)
+    out = {}
+    for key, value in state.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        if key.startswith(BACKBONE_PREFIX):
+            out[key[len(BACKBONE_PREFIX):]] = value
+    if not out:
+        raise ValueError(
+            "no 'backbone.*' tensors found: this is not an S3D state dict (keys start with "
+            f"{sorted({k.split('.')[0] for k in state})[:5]}). Pass an S3D model or its state_dict."
+        )
+    return out
