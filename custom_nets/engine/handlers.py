@@ -18,7 +18,7 @@ from custom_nets.engine.checkpoints import atomic_torch_save, unwrap
 from custom_nets.engine.dist import is_main_process
 from custom_nets.engine.previews import PANELS, preview_grid, save_png
 
-__all__ = ["ProgressBar", "LearningRateLogger", "ReconstructionPreview", "ExportWeights", "RunSummary"]
+__all__ = ["ProgressBar", "TensorBoardScalars", "ReconstructionPreview", "ExportWeights", "RunSummary"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,25 +47,30 @@ class ProgressBar:
         )
 
 
-class LearningRateLogger:
-    """Write the optimiser's learning rate (first parameter group) to TensorBoard every ``interval`` iterations.
+class TensorBoardScalars:
+    """Write the training loss and the learning rate to TensorBoard every ``interval`` iterations.
+
+    Tags ``train/loss`` (``engine.state.output["loss"]`` of that iteration) and ``train/lr`` (first parameter
+    group). With ``summary_writer=None`` (DDP ranks other than 0) it does nothing.
 
     Args:
-        summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` (shared with the other TensorBoard handlers).
+        summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` shared with the other TensorBoard handlers.
         optimizer: the trained optimiser.
-        interval: iterations between points. Defaults to 10.
-        tag: scalar name. Defaults to "lr".
+        interval: iterations between points (each point reads the loss from the GPU). Defaults to 10.
     """
 
-    def __init__(self, summary_writer, optimizer: torch.optim.Optimizer, interval: int = 10, tag: str = "lr") -> None:
-        self.writer, self.optimizer, self.interval, self.tag = summary_writer, optimizer, max(int(interval), 1), tag
+    def __init__(self, summary_writer, optimizer: torch.optim.Optimizer, interval: int = 10) -> None:
+        self.writer, self.optimizer, self.interval = summary_writer, optimizer, max(int(interval), 1)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
 
     def __call__(self, engine: Engine) -> None:
-        if self.writer is not None:
-            self.writer.add_scalar(self.tag, self.optimizer.param_groups[0]["lr"], engine.state.iteration)
+        if self.writer is None:
+            return
+        step = engine.state.iteration
+        self.writer.add_scalar("train/loss", float(engine.state.output["loss"]), step)
+        self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
 
 
 class ReconstructionPreview:
