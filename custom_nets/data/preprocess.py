@@ -1,0 +1,403 @@
+"""Build (or resume) the preprocessed cache that pre-training reads from.
+
+``preprocess_dataset`` runs every entry through ``custom_nets.data.case.preprocess_case`` in
+parallel, appends one manifest line per finished source, and finally writes
+
+* ``<cache_dir>/images/<case_id>.nii.gz`` (float32, RAS, cropped, z-scored, resampled) and
+  ``<cache_dir>/anonymization_masks/<case_id>.nii.gz`` (uint8, same geometry),
+* ``<cache_dir>/datalist.json``: MSD-style ``{"training": [...]}`` with paths relative to the cache,
+* ``<cache_dir>/excluded.csv``: one ``source,reason`` row per file the quality filter dropped,
+* ``<cache_dir>/settings.json`` and ``<cache_dir>/manifest*.jsonl`` (see ``manifest``).
+
+A rerun skips every source whose manifest record is still valid (same inputs; outputs present),
+so an interrupted run over 100k files resumes where it stopped. ``prepare_dataset`` is the single
+call the training configs make: it finds the data (or writes the synthetic demo set), shards the
+work over distributed ranks, and returns the training entries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from custom_nets.data.case import crash_record, output_folder, preprocess_case
+from custom_nets.data.case_ids import case_ids_for, short_hash
+from custom_nets.data.datalist import load_datalist
+from custom_nets.data.demo import write_demo_dataset
+from custom_nets.data.manifest import (
+    ManifestWriter,
+    check_settings,
+    entry_identity,
+    has_outputs,
+    input_stamp,
+    manifest_name,
+    read_manifests,
+)
+from custom_nets.data.parallel import run_tasks
+from custom_nets.data.quality import QualityThresholds
+from custom_nets.data.results import collect_results, without_shapes, write_results
+
+__all__ = ["preprocess_dataset", "prepare_dataset"]
+
+logger = logging.getLogger(__name__)
+
+#: Sub-folder of the cache that receives the synthetic dataset when no dataset_dir is given.
+DEMO_SOURCE_FOLDER = "demo_source"
+
+#: Progress is logged about this many times per run (and at least every 1000 files).
+_PROGRESS_STEPS = 20
+
+
+def _spacing3(target_spacing) -> tuple[float, float, float]:
+    """``1.0`` or ``(x, y, z)`` -> a 3-tuple of positive floats in mm."""
+    values = np.atleast_1d(np.asarray(target_spacing, dtype=np.float64)).ravel()
+    if values.size == 1:
+        values = np.repeat(values, 3)
+    if values.size != 3 or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError(
+            f"target_spacing={target_spacing!r} is not one or three positive numbers in mm: "
+            "pass e.g. 1.0 or (1.0, 1.0, 1.0)"
+        )
+    return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+def _available_cores() -> int:
+    """Cores this process may run on (respects CPU affinity, e.g. container or scheduler limits)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not available on every platform
+        return os.cpu_count() or 1
+
+
+def _worker_count(num_workers, num_tasks: int) -> int:
+    if num_workers is None:
+        num_workers = _available_cores()
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(
+            f"num_workers={num_workers!r} is not an integer >= 0: pass 0 (in-process), a core count, or None"
+        )
+    return min(num_workers, num_tasks)
+
+
+def _case_inputs(entries: list[dict], keys: tuple[str, ...], warn: bool = True) -> list[dict]:
+    """Per entry the ``{key: path}`` subset that is preprocessed; duplicates are dropped."""
+    image_key = keys[0]
+    inputs, seen = [], set()
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or entry.get(image_key) is None:
+            raise ValueError(
+                f"entry {index} has no '{image_key}' path: build entries with load_datalist() or "
+                f"give every entry an '{image_key}' key"
+            )
+        item = {k: entry[k] for k in keys if entry.get(k) is not None}
+        identity = entry_identity(item)
+        if identity not in seen:
+            seen.add(identity)
+            inputs.append(item)
+    if warn and len(inputs) < len(entries):
+        logger.warning("Ignoring %d duplicate entries", len(entries) - len(inputs))
+    return inputs
+
+
+def _first_file(value) -> str:
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
+class _Progress:
+    """Logs ``done/total``, counts, rate and remaining time every ``every`` results."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.every = max(1, min(1000, total // _PROGRESS_STEPS))
+        self.done = self.ok = 0
+        self.start = time.monotonic()
+
+    def update(self, record: dict) -> None:
+        self.done += 1
+        self.ok += record.get("status") == "ok"
+        if self.done % self.every == 0 or self.done == self.total:
+            rate = self.done / max(time.monotonic() - self.start, 1e-9)
+            logger.info(
+                "Preprocessed %d/%d files (%d ok, %d excluded), %.1f files/s, about %.0f s left",
+                self.done, self.total, self.ok, self.done - self.ok, rate, (self.total - self.done) / rate,
+            )
+
+
+def _plan(inputs: list[dict], ids: list[str], records: dict[str, dict], cache: Path, image_key: str) -> list[tuple]:
+    """``(inputs, case_id, stamp)`` for every input whose record is absent, stale or lost its files.
+
+    A record is reused when its input files still have the recorded size and modification time
+    and its outputs exist. A case id still held by another cached source (e.g. after the dataset
+    root moved) gets the hash suffix, so a new case never overwrites another case's files.
+    """
+    todo = []
+    for item, case_id in zip(inputs, ids):
+        stamp = input_stamp(item)
+        record = records.get(entry_identity(item))
+        if not (has_outputs(record, cache) and record.get("stamp") == stamp):
+            todo.append((item, case_id, stamp))
+    redo = {entry_identity(item) for item, _, _ in todo}
+    taken = {
+        r["case_id"].lower() for identity, r in records.items()
+        if identity not in redo and r.get("status") == "ok" and has_outputs(r, cache)
+    }
+    return [
+        (item, f"{cid}__{short_hash(_first_file(item[image_key]))}" if cid.lower() in taken else cid, stamp)
+        for item, cid, stamp in todo
+    ]
+
+
+def preprocess_dataset(
+    entries: list[dict],
+    cache_dir,
+    num_workers=None,
+    target_spacing=(1.0, 1.0, 1.0),
+    thresholds: QualityThresholds = QualityThresholds(),
+    keys=("image", "anonymization_mask"),
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict:
+    """Quality-filter and preprocess ``entries`` into ``cache_dir``, resuming earlier runs.
+
+    Args:
+        entries: dicts with absolute paths (see ``load_datalist``); ``keys[0]`` is required.
+        cache_dir: output folder; reused across runs with the same settings.
+        num_workers: worker processes (default: the cores this process may use); 0 runs in
+            this process.
+        target_spacing: output voxel size in mm, one number or (x, y, z).
+        thresholds: quality limits applied to every image file before preprocessing.
+        keys: the image key first, then mask keys processed with the image's geometry.
+        rank, world_size: process only ``entries[rank::world_size]`` and append to
+            ``manifest.rank<rank>.jsonl``; with ``world_size > 1`` the datalist and
+            ``excluded.csv`` are not written here (``prepare_dataset`` merges the shards).
+
+    Returns:
+        ``{"datalist": <cache_dir>/datalist.json, "training": [entries with absolute cached
+        paths], "excluded": [{"image": source, "reason": ...}]}``; with ``world_size > 1``
+        only this rank's share.
+
+    Raises:
+        ValueError: bad arguments, or ``cache_dir`` was built with different settings.
+    """
+    keys = tuple(keys)
+    if not keys or not all(isinstance(k, str) and k for k in keys):
+        raise ValueError(
+            f"keys={keys!r} must be non-empty strings, the image key first: pass e.g. ('image', 'anonymization_mask')"
+        )
+    if not isinstance(thresholds, QualityThresholds):
+        raise ValueError(
+            f"thresholds must be a QualityThresholds, got {type(thresholds).__name__}: pass QualityThresholds(...)"
+        )
+    if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
+        raise ValueError(f"rank={rank!r}, world_size={world_size!r} are inconsistent: need 0 <= rank < world_size")
+    if not entries:
+        raise ValueError("entries is empty: load them with load_datalist(<dataset folder or datalist JSON>)")
+    spacing = _spacing3(target_spacing)
+    cache = Path(os.path.abspath(os.fspath(cache_dir)))
+    cache.mkdir(parents=True, exist_ok=True)
+    check_settings(cache, {"target_spacing": list(spacing), "keys": list(keys), "thresholds": vars(thresholds)})
+
+    # Case ids come from all entries, so every rank derives the same, collision-free names.
+    all_inputs = _case_inputs(entries, keys)
+    all_ids = case_ids_for([_first_file(item[keys[0]]) for item in all_inputs])
+    my_inputs = all_inputs[rank::world_size]
+    records = read_manifests(cache)
+    todo = _plan(my_inputs, all_ids[rank::world_size], records, cache, keys[0])
+    logger.info(
+        "Preprocessing %d of %d sources into %s (%d already cached)",
+        len(todo), len(my_inputs), cache, len(my_inputs) - len(todo),
+    )
+    tasks = [
+        {"inputs": item, "keys": list(keys), "case_id": case_id, "cache_dir": str(cache),
+         "target_spacing": spacing, "thresholds": thresholds, "stamp": stamp}
+        for item, case_id, stamp in todo
+    ]
+    progress = _Progress(len(tasks))
+    with ManifestWriter(cache / manifest_name(rank, world_size)) as manifest:
+
+        def on_result(task: dict, record: dict) -> None:
+            manifest.append(record)
+            records[entry_identity(record["inputs"])] = record
+            progress.update(record)
+
+        run_tasks(tasks, preprocess_case, _worker_count(num_workers, len(tasks)), on_result, crash_record)
+
+    result, unfinished = collect_results(my_inputs, records, cache)
+    if unfinished:  # only possible if cached files were deleted while this run was going on
+        raise RuntimeError(
+            f"{len(unfinished)} cases in '{cache}' lost their cached files during preprocessing: run again"
+        )
+    if world_size == 1:
+        write_results(result, cache)
+    return without_shapes(result)
+
+
+def _without_cache_outputs(entries: list[dict], cache: Path, keys) -> list[dict]:
+    """Drop entries that are files of the cache itself (a cache folder inside a scanned dataset)."""
+    folders = [str(cache / output_folder(k, keys[0])) + os.sep for k in keys]
+    kept = [e for e in entries if not os.path.abspath(_first_file(e["image"])).startswith(tuple(folders))]
+    if len(kept) < len(entries):
+        logger.warning(
+            "Ignoring %d files inside the cache folder %s; keep cache_dir outside dataset_dir",
+            len(entries) - len(kept), cache,
+        )
+    return kept
+
+
+def _distributed_ready() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
+def _as_thresholds(thresholds) -> QualityThresholds:
+    """``None`` -> defaults; a dict (e.g. from a YAML config) -> ``QualityThresholds(**dict)``."""
+    if thresholds is None:
+        return QualityThresholds()
+    if isinstance(thresholds, QualityThresholds):
+        return thresholds
+    if isinstance(thresholds, dict):
+        try:
+            return QualityThresholds(**thresholds)
+        except TypeError as err:
+            raise ValueError(
+                f"thresholds {thresholds!r} has unknown fields ({err}): "
+                "use min_fov_mm, max_spacing_mm and min_file_bytes"
+            ) from err
+    raise ValueError(
+        f"thresholds={thresholds!r} is not a QualityThresholds or a dict: pass e.g. {{'min_fov_mm': 50.0}}"
+    )
+
+
+def _patch3(patch_size) -> tuple[int, int, int]:
+    values = [int(v) for v in np.atleast_1d(np.asarray(patch_size)).ravel()]
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or min(values) < 1:
+        raise ValueError(
+            f"patch_size={patch_size!r} is not one or three positive integers (voxels): pass e.g. (160, 192, 160)"
+        )
+    return tuple(values)  # type: ignore[return-value]
+
+
+def _warn_small_images(training: list[dict], patch_size) -> None:
+    """Warn when cached images are smaller than the training patch on some axis (voxels)."""
+    patch = _patch3(patch_size)
+    shapes = [tuple(entry["shape"]) for entry in training if entry.get("shape")]
+    small = [s for s in shapes if any(n < p for n, p in zip(s, patch))]
+    if not small:
+        return
+    if len(small) == len(shapes):
+        smallest = tuple(int(min(s[a] for s in shapes)) for a in range(3))
+        logger.warning(
+            "All %d preprocessed images are smaller than patch_size %s on some axis and will be zero-padded; "
+            "choose a smaller patch_size (the smallest image extent per axis is %s voxels)",
+            len(shapes), patch, smallest,
+        )
+    else:
+        logger.warning(
+            "%d of %d preprocessed images are smaller than patch_size %s on some axis; they will be zero-padded",
+            len(small), len(shapes), patch,
+        )
+
+
+def prepare_dataset(
+    dataset_dir,
+    cache_dir,
+    num_workers=None,
+    target_spacing=1.0,
+    thresholds=None,
+    patch_size=None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> list[dict]:
+    """Find, filter and preprocess the pre-training data; the one call the training configs make.
+
+    Args:
+        dataset_dir: folder of NIfTI files or datalist JSON (see ``load_datalist``); ``None``
+            writes the synthetic demo dataset to ``<cache_dir>/demo_source`` and uses it.
+        cache_dir: preprocessing cache folder (reused and resumed across runs).
+        num_workers: worker processes per rank; 0 runs in-process. Default: the cores this
+            process may use, divided among the ranks on this machine (``LOCAL_WORLD_SIZE``).
+        target_spacing: output voxel size in mm, one number or (x, y, z).
+        thresholds: ``QualityThresholds``, a dict of its fields, or ``None`` for the defaults.
+        patch_size: training patch size in voxels; when given, a warning names how many cached
+            images are smaller than it on some axis.
+        rank, world_size: this process's rank and the number of ranks. Each rank preprocesses
+            ``entries[rank::world_size]``; after a ``torch.distributed`` barrier (when
+            initialised) every rank reads all manifest shards, so all ranks return the same list,
+            and rank 0 writes ``datalist.json`` and ``excluded.csv``.
+
+    Returns:
+        Training entries with absolute paths: ``image`` and, when present, ``anonymization_mask``.
+
+    Raises:
+        ValueError: no image passed the quality filter, or arguments are invalid.
+        RuntimeError: with several ranks but no initialised process group, another rank has not
+            finished its share yet.
+    """
+    if cache_dir is None or not os.fspath(cache_dir):
+        raise ValueError(
+            "cache_dir is empty: pass a writable folder for the preprocessed cache, e.g. --cache_dir ./cache"
+        )
+    cache = Path(os.path.abspath(os.fspath(cache_dir)))
+    quality = _as_thresholds(thresholds)
+    distributed = world_size > 1 and _distributed_ready()
+    if distributed:
+        import torch.distributed as dist
+
+        if dist.get_world_size() != world_size or dist.get_rank() != rank:
+            raise ValueError(
+                f"rank={rank}, world_size={world_size} disagree with the process group "
+                f"(rank {dist.get_rank()} of {dist.get_world_size()}): pass the process group's rank and size"
+            )
+    if dataset_dir is None:
+        source = cache / DEMO_SOURCE_FOLDER
+        logger.warning("No dataset_dir given: using the synthetic demo dataset in %s", source)
+        if rank == 0 or not distributed:
+            write_demo_dataset(source)
+        if distributed:
+            _barrier()
+        dataset_dir = source / "datalist.json"
+
+    keys = ("image", "anonymization_mask")
+    entries = _without_cache_outputs(load_datalist(dataset_dir), cache, keys)
+    if num_workers is None and world_size > 1:
+        # Ranks on one machine share its cores; torchrun exports how many ranks run here.
+        num_workers = max(1, _available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    preprocess_dataset(entries, cache, num_workers, target_spacing, quality, keys, rank=rank, world_size=world_size)
+    if distributed:
+        _barrier()
+    elif world_size > 1:
+        logger.warning(
+            "world_size=%d but torch.distributed is not initialised: cannot wait for the other ranks", world_size
+        )
+
+    result, unfinished = collect_results(_case_inputs(entries, keys, warn=False), read_manifests(cache), cache)
+    if unfinished:
+        raise RuntimeError(
+            f"{len(unfinished)} of {len(unfinished) + len(result['training']) + len(result['excluded'])} cases in "
+            f"'{cache}' have not been preprocessed by the other ranks yet: initialise torch.distributed before "
+            "calling prepare_dataset, or run it once with world_size=1"
+        )
+    if world_size > 1 and rank == 0:
+        write_results(result, cache)
+    if not result["training"]:
+        raise ValueError(
+            f"no image passed the quality filter: all {len(result['excluded'])} files were excluded "
+            f"(reasons in {cache / 'excluded.csv'}); check dataset_dir or relax the thresholds"
+        )
+    if patch_size is not None:
+        _warn_small_images(result["training"], patch_size)
+    return without_shapes(result)["training"]
