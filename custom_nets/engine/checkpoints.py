@@ -66,7 +66,7 @@ class ResumableCheckpoint:
     Args:
         save_dir: folder of ``checkpoint_iter<N>.pt`` files.
         save_dict: objects with ``state_dict``/``load_state_dict``, e.g. {"network", "optimizer",
-            "lr_scheduler", "trainer"}. Wrapped networks (DDP, compiled) are saved unwrapped, so a checkpoint
+            "lr_scheduler"}; the trainer it is attached to is added as "trainer". Wrapped networks (DDP, compiled) are saved unwrapped, so a checkpoint
             moves between 1 and 8 GPUs.
         interval: iterations between checkpoints. Defaults to 1000.
         n_saved: newest checkpoints kept. Defaults to 2.
@@ -88,8 +88,11 @@ class ResumableCheckpoint:
         self.interval = int(interval)
         self.n_saved = int(n_saved)
         self.resume = resume
+        self._last_saved: int | None = None
 
     def attach(self, engine: Engine) -> None:
+        # The trainer's own state (iteration, epoch) is saved too, so a resumed run continues where it stopped.
+        self.save_dict.setdefault("trainer", engine)
         if self.resume:
             engine.add_event_handler(Events.STARTED, self.load_latest)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.save)
@@ -122,8 +125,11 @@ class ResumableCheckpoint:
         if not is_main_process():
             return
         path = self.save_dir / f"checkpoint_iter{engine.state.iteration:09d}.pt"
+        if path.exists() and engine.state.iteration == self._last_saved:
+            return  # the interval save of the final iteration already wrote it
         atomic_torch_save({k: unwrap(v).state_dict() for k, v in self.save_dict.items()}, path)
         older = sorted(p for p in self.save_dir.iterdir() if CHECKPOINT_PATTERN.match(p.name))[: -self.n_saved]
         for p in older:
             p.unlink(missing_ok=True)
+        self._last_saved = engine.state.iteration
         logger.info("saved checkpoint %s", path)

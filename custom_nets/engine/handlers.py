@@ -153,7 +153,7 @@ class RunSummary:
     """
 
     def __init__(self, paths: dict[str, str]) -> None:
-        self.paths = {k: str(v) for k, v in paths.items()}
+        self.paths = {k: os.path.abspath(str(v)) for k, v in paths.items()}
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.report, "writing")

@@ -88,7 +88,7 @@ class MaskedImageModelingIteration:
         if self.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.grad_clip_norm)
         engine.optimizer.step()
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
         engine.state.output[Keys.PRED] = pred.detach()
         engine.state.output[Keys.LOSS] = loss.detach()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

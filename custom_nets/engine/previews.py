@@ -15,7 +15,9 @@ def _to_uint8(slices: list[np.ndarray], low: float, high: float) -> list[np.ndar
     return [np.clip((s - low) * scale, 0, 255).astype(np.uint8) for s in slices]
 
 
-def preview_grid(image: torch.Tensor, mask: torch.Tensor, reconstruction: torch.Tensor, gap: int = 2) -> np.ndarray:
+def preview_grid(
+    image: torch.Tensor, mask: torch.Tensor, reconstruction: torch.Tensor, gap: int = 2, min_size: int = 128
+) -> np.ndarray:
     """A (rows, cols) uint8 picture of one sample.
 
     Rows are the central axial, coronal and sagittal slices; columns are ``PANELS``: the input patch, the masked
@@ -28,6 +30,7 @@ def preview_grid(image: torch.Tensor, mask: torch.Tensor, reconstruction: torch.
         mask: same spatial size, 1 = visible.
         reconstruction: same spatial size.
         gap: black pixels between panels.
+        min_size: small patches are enlarged by an integer factor (nearest neighbour) to about this many pixels.
     """
 
     def volume(t: torch.Tensor) -> np.ndarray:
@@ -44,6 +47,8 @@ def preview_grid(image: torch.Tensor, mask: torch.Tensor, reconstruction: torch.
     for axis in range(3):
         slices = [np.take(p, centre[axis], axis=axis) for p in panels]
         slices = [np.rot90(s) for s in _to_uint8(slices, low, high)]
+        zoom = max(1, -(-min_size // max(slices[0].shape)))
+        slices = [np.kron(s, np.ones((zoom, zoom), np.uint8)) for s in slices]
         height = slices[0].shape[0]
         spacer = np.zeros((height, gap), np.uint8)
         row = np.concatenate([x for s in slices for x in (s, spacer)][:-1], axis=1)

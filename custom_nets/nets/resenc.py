@@ -34,11 +34,11 @@ PRESETS = MappingProxyType(
             "blocks_per_stage": (1, 3, 4, 6, 6, 6),
             "decoder_convs_per_stage": 1,
         },
-        # CPU demo: the same 6 stages (1/32 bottleneck, needs patches >= 64^3) at ~1/4 the width, 1-2 blocks.
+        # CPU demo: the same 6 stages (1/32 bottleneck, needs patches >= 64^3) at 1/8 to 1/5 of the width.
         "demo": {
-            "features": (8, 16, 32, 64, 80, 80),
+            "features": (4, 8, 16, 32, 64, 64),
             "strides": (1, 2, 2, 2, 2, 2),
-            "blocks_per_stage": (1, 2, 2, 2, 2, 2),
+            "blocks_per_stage": (1, 1, 2, 2, 2, 2),
             "decoder_convs_per_stage": 1,
         },
         # Unit tests: 4 stages (1/8 bottleneck), 32^3 patches run in well under a second.

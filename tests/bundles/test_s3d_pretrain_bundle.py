@@ -1,0 +1,166 @@
+"""The s3d_pretrain bundle end to end: outputs, resume after a crash, DDP on CPU, command-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
+
+from custom_nets.engine import latest_checkpoint
+from custom_nets.nets import resenc_unet
+
+REPO = Path(__file__).resolve().parents[2]
+PRETRAIN_CONFIGS = REPO / "bundles" / "s3d_pretrain" / "configs"
+TRAIN = str(PRETRAIN_CONFIGS / "train.yaml")
+MULTI_GPU = str(PRETRAIN_CONFIGS / "multi_gpu_train.yaml")
+
+
+def _workflow(overrides, config_files=(TRAIN,)):
+    wf = ConfigWorkflow(config_file=list(config_files), workflow_type="train", logging_file=False, **overrides)
+    wf.initialize()
+    return wf
+
+
+def _error_chain(err: BaseException) -> str:
+    """All messages of an exception and its causes (MONAI wraps errors raised inside config expressions)."""
+    chain = []
+    while err is not None:
+        chain.append(str(err))
+        err = err.__cause__ or err.__context__
+    return "\n".join(chain)
+
+
+def _record_lr(trainer, log):
+    @trainer.on(Events.ITERATION_STARTED)
+    def _(engine):
+        log.append((engine.state.iteration, engine.optimizer.param_groups[0]["lr"]))
+
+
+def test_training_writes_weights_checkpoints_logs_and_pictures(tiny_overrides):
+    wf = _workflow(tiny_overrides)
+    wf.run()
+    wf.finalize()
+    out = Path(tiny_overrides["output_dir"])
+    # dense ResEnc weights that load strictly into the fine-tuning network and into nnU-Net's class
+    state = torch.load(out / "models" / "model.pt", weights_only=True)
+    resenc_unet("tiny").load_state_dict(state, strict=True)
+    network = wf.parser.get_parsed_content("network")
+    torch.testing.assert_close(state["encoder.stem.convs.0.conv.weight"], network.backbone.encoder.stem.convs[0].conv.weight)
+    # newest two checkpoints kept, named by iteration
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == [
+        "checkpoint_iter000000002.pt",
+        "checkpoint_iter000000004.pt",
+    ]
+    assert sorted(p.name for p in (out / "previews").glob("*.png")) == [
+        "reconstruction_iter000000002.png",
+        "reconstruction_iter000000004.png",
+    ]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    lrs = [e.value for e in events.Scalars("train/lr")]
+    # poly schedule per iteration, logged after the scheduler step: 1e-2 * (1 - k / 4) ** 0.9
+    assert lrs == pytest.approx([1e-2 * (1 - k / 4) ** 0.9 for k in range(1, 5)], rel=1e-5)
+    assert "reconstruction" in events.Tags()["images"]
+
+
+def test_resume_after_a_crash_continues_at_the_same_iteration_and_lr(tiny_overrides, tmp_path):
+    steps = dict(tiny_overrides, max_steps=6)
+    reference_lr: list = []
+    wf = _workflow(dict(steps, output_dir=str(tmp_path / "uninterrupted")))
+    _record_lr(wf.parser.get_parsed_content("train#trainer"), reference_lr)
+    wf.run()
+
+    crashed_lr: list = []
+    wf = _workflow(steps)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    _record_lr(trainer, crashed_lr)
+
+    @trainer.on(Events.ITERATION_COMPLETED(once=5))
+    def crash(engine):
+        raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError) as info:
+        wf.run()
+    assert "simulated crash" in _error_chain(info.value)
+    ckpt_dir = Path(steps["output_dir"]) / "checkpoints"
+    assert latest_checkpoint(ckpt_dir).name == "checkpoint_iter000000004.pt"
+    saved = torch.load(latest_checkpoint(ckpt_dir), weights_only=True)
+
+    resumed_lr: list = []
+    wf = _workflow(steps)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    _record_lr(trainer, resumed_lr)
+    restored = {}
+
+    @trainer.on(Events.ITERATION_STARTED(once=5))
+    def snapshot(engine):
+        restored["network"] = {k: v.clone() for k, v in engine.network.state_dict().items()}
+        restored["momentum"] = [s["momentum_buffer"].clone() for s in engine.optimizer.state.values()]
+
+    wf.run()
+    assert [i for i, _ in resumed_lr] == [5, 6]
+    assert trainer.state.iteration == 6
+    assert crashed_lr[:4] + resumed_lr == pytest.approx(reference_lr)
+    for key, value in saved["network"].items():
+        torch.testing.assert_close(restored["network"][key], value)
+    saved_momentum = [s["momentum_buffer"] for s in saved["optimizer"]["state"].values()]
+    assert len(saved_momentum) == len(restored["momentum"]) > 0
+    for a, b in zip(restored["momentum"], saved_momentum):
+        torch.testing.assert_close(a, b)
+
+
+def test_missing_dataset_dir_names_the_path_and_the_fix(tiny_overrides, tmp_path):
+    missing = tmp_path / "no_such_folder"
+    wf = _workflow(dict(tiny_overrides, dataset_dir=str(missing)))
+    with pytest.raises(Exception) as info:
+        wf.run()
+    message = _error_chain(info.value)
+    assert str(missing) in message and "dataset_dir" in message
+
+
+def _cli(args, env_extra=None, timeout=600):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env.update(env_extra or {})
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _cli_overrides(overrides):
+    args = []
+    for key, value in overrides.items():
+        args += [f"--{key}", str(value).replace(" ", "")]
+    return args
+
+
+@pytest.mark.slow
+def test_command_line_training_entry_and_typo_check(tiny_overrides):
+    args = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", TRAIN]
+    done = _cli(args + _cli_overrides(dict(tiny_overrides, max_steps=2, iterations_per_epoch=2)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "view curves with: tensorboard --logdir" in done.stdout + done.stderr
+    typo = _cli(args + _cli_overrides(tiny_overrides) + ["--max_step", "2"])
+    assert typo.returncode != 0
+    assert "unknown setting '--max_step'" in typo.stderr and "--max_steps" in typo.stderr
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_with_gloo(tiny_overrides):
+    out = Path(tiny_overrides["output_dir"])
+    args = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "monai.bundle", "run", "--config_file", f"['{TRAIN}','{MULTI_GPU}']",
+    ]
+    done = _cli(args + _cli_overrides(dict(tiny_overrides, max_steps=2, iterations_per_epoch=2)))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    state = torch.load(out / "models" / "model.pt", weights_only=True)
+    resenc_unet("tiny").load_state_dict(state, strict=True)
+    assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["checkpoint_iter000000002.pt"]
+    checkpoint = torch.load(out / "checkpoints" / "checkpoint_iter000000002.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in checkpoint["network"])  # loads on 1 GPU as well
