@@ -55,7 +55,8 @@ def preview_grid(
         rows.append(row)
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, gap), (0, width - r.shape[1]))) for r in rows]
-    return np.concatenate(rows, axis=0)[:-gap]
+    picture = np.concatenate(rows, axis=0)
+    return picture[: picture.shape[0] - gap]
 
 
 def save_png(picture: np.ndarray, path) -> None:

@@ -164,3 +164,38 @@ def test_two_process_ddp_on_cpu_with_gloo(tiny_overrides):
     assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["checkpoint_iter000000002.pt"]
     checkpoint = torch.load(out / "checkpoints" / "checkpoint_iter000000002.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in checkpoint["network"])  # loads on 1 GPU as well
+
+
+def test_anonymization_masks_are_used_when_some_images_have_one(demo_datalist, tiny_overrides, tmp_path):
+    """Half the images carry an anonymization mask; the rest get an all-zero one, so batches collate."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    entries = json.loads(Path(demo_datalist).read_text())["training"]
+    base = Path(demo_datalist).parent
+    for entry in entries[:2]:
+        image = nib.load(base / entry["image"])
+        mask = np.zeros(image.shape, np.uint8)
+        mask[: image.shape[0] // 4] = 1  # a "defaced" slab
+        path = tmp_path / f"anon_{Path(entry['image']).name}"
+        nib.save(nib.Nifti1Image(mask, image.affine), path)
+        entry["image"] = str(base / entry["image"])
+        entry["anonymization_mask"] = str(path)
+    for entry in entries[2:]:
+        entry["image"] = str(base / entry["image"])
+    datalist = tmp_path / "with_masks.json"
+    datalist.write_text(json.dumps({"training": entries}))
+    overrides = dict(
+        tiny_overrides, dataset_dir=str(datalist), cache_dir=str(tmp_path / "cache"), use_anonymization_mask=True,
+        max_steps=2, iterations_per_epoch=2,
+    )
+    wf = _workflow(overrides)
+    seen = []
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.output["loss"].item()))
+    wf.run()
+    assert len(seen) == 2 and all(np.isfinite(seen))
+    cached = wf.parser.get_parsed_content("datalist")
+    assert sum("anonymization_mask" in e for e in cached) == 2

@@ -1,0 +1,91 @@
+"""Reconstruction pictures, atomic checkpoints, the train step and config checks."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from custom_nets.config import check_overrides, epochs_for
+from custom_nets.data.patches import FillMissingMaskd
+from custom_nets.engine import atomic_torch_save, latest_checkpoint, step_seed
+from custom_nets.engine.previews import preview_grid
+
+TRAIN_YAML = str(Path(__file__).resolve().parents[2] / "bundles" / "s3d_pretrain" / "configs" / "train.yaml")
+RUNNER = "/somewhere/site-packages/monai/bundle/__main__.py"
+
+
+def test_preview_columns_show_input_masked_input_reconstruction_and_target():
+    torch.manual_seed(0)
+    image = torch.randn(1, 16, 16, 16)
+    mask = torch.zeros(1, 16, 16, 16)
+    mask[..., :8] = 1  # half visible
+    reconstruction = -image
+    picture = preview_grid(image, mask, reconstruction, gap=2, min_size=16)
+    assert picture.dtype == np.uint8
+    row = picture[:16]  # axial row: four 16-pixel panels separated by 2-pixel gaps
+    panels = [row[:, i * 18 : i * 18 + 16] for i in range(4)]
+    inp, masked, _, target = panels
+    visible = np.rot90(mask[0, 8].numpy()) > 0
+    # masked input equals the input where visible; the target equals the input where masked
+    assert np.array_equal(masked[visible], inp[visible])
+    assert np.array_equal(target[~visible], inp[~visible])
+    assert not np.array_equal(masked[~visible], inp[~visible])
+    # three rows (axial, coronal, sagittal)
+    assert picture.shape == (3 * 16 + 2 * 2, 4 * 16 + 3 * 2)
+
+
+def test_small_patches_are_enlarged():
+    image = torch.rand(1, 8, 8, 8)
+    picture = preview_grid(image, torch.ones_like(image), image, gap=0, min_size=32)
+    assert picture.shape == (3 * 32, 4 * 32)
+
+
+def test_fill_missing_mask_adds_zeros_only_when_absent():
+    image = torch.rand(1, 4, 5, 6)
+    filled = FillMissingMaskd(["anonymization_mask"])({"image": image})
+    assert filled["anonymization_mask"].shape == (1, 4, 5, 6) and filled["anonymization_mask"].sum() == 0
+    own = torch.ones(1, 4, 5, 6)
+    assert FillMissingMaskd(["anonymization_mask"])({"image": image, "anonymization_mask": own})["anonymization_mask"] is own
+    assert FillMissingMaskd([])({"image": image}) == {"image": image}
+
+
+def test_atomic_save_leaves_no_partial_file_and_latest_ignores_temporaries(tmp_path):
+    atomic_torch_save({"a": torch.ones(2)}, tmp_path / "checkpoint_iter000000002.pt")
+    atomic_torch_save({"a": torch.ones(2)}, tmp_path / "checkpoint_iter000000010.pt")
+    # a crash during a write leaves only a hidden temporary file, which is never picked up
+    (tmp_path / ".checkpoint_iter000000012.pt.123.tmp").write_bytes(b"partial")
+    assert latest_checkpoint(tmp_path).name == "checkpoint_iter000000010.pt"
+    assert sorted(os.listdir(tmp_path))[0].startswith(".")
+    assert latest_checkpoint(tmp_path / "missing") is None
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(RuntimeError):
+        atomic_torch_save({"x": Unpicklable()}, tmp_path / "checkpoint_iter000000020.pt")
+    assert not (tmp_path / "checkpoint_iter000000020.pt").exists()
+    assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp") and "000020" in p] == []
+
+
+def test_step_seeds_differ_across_iterations_and_ranks():
+    seeds = {step_seed(0, it, rank, 4) for it in range(1, 100) for rank in range(4)}
+    assert len(seeds) == 99 * 4
+    assert step_seed(3, 5) == step_seed(3, 5)
+
+
+def test_typo_in_command_line_override_is_reported_with_a_suggestion():
+    argv = [RUNNER, "run", "training", "--config_file", TRAIN_YAML, "--max_step", "10"]
+    with pytest.raises(ValueError, match=r"unknown setting '--max_step'.*--max_steps"):
+        check_overrides(argv)
+    ok = [RUNNER, "run", "--config_file", f"['{TRAIN_YAML}']", "--max_steps", "10", "--network_def#block_size", "8"]
+    check_overrides(ok)
+    check_overrides(["pytest", "--max_step", "1"])  # not the bundle runner: nothing to check
+
+
+def test_max_steps_must_fill_whole_epochs():
+    assert epochs_for(250_000, 250) == 1000
+    with pytest.raises(ValueError, match="--max_steps 250 or 500"):
+        epochs_for(260, 250)
