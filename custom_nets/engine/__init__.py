@@ -2,7 +2,10 @@
 
 from custom_nets.engine.checkpoints import ResumableCheckpoint, atomic_torch_save, latest_checkpoint, unwrap
 from custom_nets.engine.dist import is_main_process, rank_and_world
-from custom_nets.engine.handlers import ExportWeights, ProgressBar, ReconstructionPreview, RunSummary, TensorBoardScalars
+from custom_nets.engine.freezing import set_trainable
+from custom_nets.engine.schedule_handler import ScheduleHandler
+from custom_nets.engine.schedules import SCHEDULES, Schedule, Stage, build_schedule
+from custom_nets.engine.handlers import ExportWeights, GradientClipping, ProgressBar, ReconstructionPreview, RunSummary, TensorBoardScalars
 from custom_nets.engine.iterations import MaskedImageModelingIteration, step_seed
 
 __all__ = [
@@ -13,10 +16,17 @@ __all__ = [
     "is_main_process",
     "rank_and_world",
     "ExportWeights",
+    "GradientClipping",
     "ProgressBar",
     "ReconstructionPreview",
     "RunSummary",
     "TensorBoardScalars",
     "MaskedImageModelingIteration",
+    "SCHEDULES",
+    "Schedule",
+    "ScheduleHandler",
+    "Stage",
+    "build_schedule",
+    "set_trainable",
     "step_seed",
 ]

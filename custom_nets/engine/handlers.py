@@ -18,9 +18,36 @@ from custom_nets.engine.checkpoints import atomic_torch_save, unwrap
 from custom_nets.engine.dist import is_main_process
 from custom_nets.engine.previews import PANELS, preview_grid, save_png
 
-__all__ = ["ProgressBar", "TensorBoardScalars", "ReconstructionPreview", "ExportWeights", "RunSummary"]
+__all__ = ["GradientClipping", "ProgressBar", "TensorBoardScalars", "ReconstructionPreview", "ExportWeights", "RunSummary"]
 
 logger = logging.getLogger(__name__)
+
+
+class GradientClipping:
+    """Clip the global gradient norm after backward and before the optimiser step of MONAI's default train step.
+
+    Attached to ``IterationEvents.BACKWARD_COMPLETED``. With MONAI's AMP grad scaler the gradients are unscaled
+    first, so the threshold applies to true gradients (nnU-Net clips at 12).
+
+    Args:
+        max_norm: largest allowed L2 norm of all gradients together. Defaults to 12.
+    """
+
+    def __init__(self, max_norm: float = 12.0) -> None:
+        if max_norm <= 0:
+            raise ValueError(f"max_norm must be > 0, got {max_norm}.")
+        self.max_norm = float(max_norm)
+
+    def attach(self, engine: Engine) -> None:
+        from monai.engines.utils import IterationEvents
+
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        scaler = getattr(engine, "scaler", None)
+        if getattr(engine, "amp", False) and scaler is not None:
+            scaler.unscale_(engine.optimizer)
+        torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.max_norm)
 
 
 class ProgressBar:
