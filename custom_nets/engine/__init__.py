@@ -5,7 +5,7 @@ from custom_nets.engine.dist import is_main_process, rank_and_world
 from custom_nets.engine.freezing import set_trainable
 from custom_nets.engine.schedule_handler import ScheduleHandler
 from custom_nets.engine.schedules import SCHEDULES, Schedule, Stage, build_schedule
-from custom_nets.engine.handlers import ExportWeights, GradientClipping, ProgressBar, ReconstructionPreview, RunSummary, TensorBoardScalars
+from custom_nets.engine.handlers import ExportWeights, GradientClipping, ProgressBar, ReconstructionPreview, RunSummary, TensorBoardScalars, WriteJSON
 from custom_nets.engine.iterations import MaskedImageModelingIteration, step_seed
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "ReconstructionPreview",
     "RunSummary",
     "TensorBoardScalars",
+    "WriteJSON",
     "MaskedImageModelingIteration",
     "SCHEDULES",
     "Schedule",

@@ -18,7 +18,7 @@ from custom_nets.engine.checkpoints import atomic_torch_save, unwrap
 from custom_nets.engine.dist import is_main_process
 from custom_nets.engine.previews import PANELS, preview_grid, save_png
 
-__all__ = ["GradientClipping", "ProgressBar", "TensorBoardScalars", "ReconstructionPreview", "ExportWeights", "RunSummary"]
+__all__ = ["WriteJSON", "GradientClipping", "ProgressBar", "TensorBoardScalars", "ReconstructionPreview", "ExportWeights", "RunSummary"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +169,32 @@ class ExportWeights:
         state = self.convert(net) if self.convert is not None else net.state_dict()
         atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, self.path)
         logger.info("saved weights for fine-tuning to %s", self.path)
+        return self.path
+
+
+class WriteJSON:
+    """At the end of training, write a JSON file (e.g. what inference needs to know about the model).
+
+    Args:
+        path: output file, written atomically.
+        content: JSON-serialisable dict (tuples become lists, integer keys become strings).
+    """
+
+    def __init__(self, path: str | os.PathLike, content: dict) -> None:
+        self.path, self.content = Path(path), content
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine | None = None) -> Path | None:
+        import json
+
+        if not is_main_process():
+            return None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.content, indent=2, default=str))
+        os.replace(tmp, self.path)
         return self.path
 
 
