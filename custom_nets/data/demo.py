@@ -7,6 +7,11 @@ ventricles, focal lesions, a smooth multiplicative bias field and Rician noise. 
 alternates with the seed (even seeds T1-like, odd seeds T2-like), so a demo dataset is a
 mixed-modality set.
 
+A head is built in three steps that other demo generators reuse: ``make_demo_anatomy`` draws the
+geometry, ``render_tissues`` paints it with one contrast, ``finish_volume`` adds texture, bias and
+noise. Rendering one anatomy with several contrasts gives co-registered multi-modal cases
+(``custom_nets.data.demo_segmentation``).
+
 ``write_demo_dataset`` writes such volumes as NIfTI files plus an MSD-style datalist. Some files
 get an anisotropic spacing and some an LPS (instead of RAS) orientation, so that the
 reorientation and resampling steps of preprocessing are actually exercised.
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -24,7 +30,14 @@ import numpy as np
 
 from custom_nets.data.atomic import atomic_save_nifti, atomic_write_text
 
-__all__ = ["make_demo_volume", "write_demo_dataset"]
+__all__ = [
+    "DemoAnatomy",
+    "finish_volume",
+    "make_demo_anatomy",
+    "make_demo_volume",
+    "render_tissues",
+    "write_demo_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -70,30 +83,54 @@ def _step(x: np.ndarray, width_mm: float = 0.6) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(x / width_mm))
 
 
-def make_demo_volume(
-    seed: int, shape=(80, 96, 80), spacing=(1.0, 1.0, 1.0)
-) -> tuple[np.ndarray, np.ndarray]:
-    """Render one deterministic synthetic head MRI.
+@dataclass(frozen=True)
+class DemoAnatomy:
+    """Geometry of one synthetic head, shared by every contrast rendered from it.
+
+    Attributes:
+        shape: array shape in voxels (x, y, z).
+        spacing: voxel size in mm (x, y, z).
+        affine: 4x4 RAS voxel-to-world affine (mm) centring the volume on the world origin.
+        grid: world coordinates (mm) of the voxel centres, three arrays broadcastable to ``shape``.
+        local: coordinates (mm) in the rotated head frame, three float32 arrays of ``shape``.
+        semi_axes: head semi-axes (mm) in the head frame.
+        radius: normalised head radius (1 on the scalp surface), float32 array of ``shape``.
+        depth: approximate depth below the scalp (mm), float32 array of ``shape``.
+        fold: cortical folding offset (mm, before scaling per border), float32 array of ``shape``.
+        borders: depth (mm) of the scalp/skull, skull/CSF, CSF/grey and grey/white borders.
+        ventricles: soft ventricle map in [0, 1] (0.5 on the ventricle surface), float32.
+        ventricle_ellipsoids: ``(centre, semi_axes)`` per ventricle in the head frame (mm).
+    """
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+    grid: list
+    local: list
+    semi_axes: np.ndarray
+    radius: np.ndarray
+    depth: np.ndarray
+    fold: np.ndarray
+    borders: tuple[float, float, float, float]
+    ventricles: np.ndarray
+    ventricle_ellipsoids: list
+
+    @property
+    def fov(self) -> np.ndarray:
+        """Field of view in mm per axis."""
+        return np.asarray(self.shape, dtype=np.float64) * np.asarray(self.spacing, dtype=np.float64)
+
+
+def make_demo_anatomy(rng: np.random.Generator, shape, spacing) -> DemoAnatomy:
+    """Draw the head geometry (size, pose, folding, tissue borders, ventricles) from ``rng``.
 
     Args:
-        seed: random seed; the same seed always gives the same array. Even seeds are
-            T1-like (white matter bright, fluid dark), odd seeds T2-like (fluid bright).
-        shape: array shape in voxels (x, y, z).
-        spacing: voxel size in mm (x, y, z). The head is sized from the field of view
-            (``shape * spacing`` mm), so it fills the same fraction of the array at any spacing
-            (an anisotropic spacing gives a proportionally stretched head); tissue layers have
-            fixed thicknesses in mm.
-
-    Returns:
-        ``(volume, affine)``: an ``int16`` array of ``shape`` with values in about 0..1500 and
-        exactly 0 outside the head, and the 4x4 RAS voxel-to-world affine (mm) that centres the
-        volume on the world origin.
+        rng: random generator; the draws consumed here are the first draws of
+            ``make_demo_volume``, so it stays reproducible.
+        shape: array shape in voxels (x, y, z), at least 16 per axis.
+        spacing: voxel size in mm (x, y, z).
     """
     shape, spacing = _check_shape_spacing(shape, spacing)
-    rng = np.random.default_rng(seed)
-    contrast = "T1" if seed % 2 == 0 else "T2"
-    tissue = _TISSUE_INTENSITY[contrast]
-
     sizes = np.asarray(shape, dtype=np.float64)
     spacing_arr = np.asarray(spacing, dtype=np.float64)
     fov = sizes * spacing_arr
@@ -124,37 +161,54 @@ def make_demo_volume(
     scalp_mm, skull_mm = 3.0, 3.0 + rng.uniform(4.0, 6.0)
     csf_mm = skull_mm + rng.uniform(1.5, 2.5)
     gm_mm = csf_mm + rng.uniform(3.5, 4.5)
-    image = np.full(shape, tissue["scalp"], dtype=np.float32)
+
+    # Paired ventricles: two small ellipsoids beside the midline, filled with fluid.
+    ventricles = np.zeros(shape, dtype=np.float32)
+    vent_axes = semi_axes * np.array([0.12, 0.35, 0.18]) * rng.uniform(0.8, 1.2, 3)
+    ellipsoids = []
+    for side in (-1.0, 1.0):
+        offset = np.array([side * 0.16 * semi_axes[0], 0.05 * semi_axes[1], 0.1 * semi_axes[2]])
+        inside = sum(((u - o) / a) ** 2 for u, o, a in zip(local, offset, vent_axes))
+        ventricles = np.maximum(ventricles, _step(1.0 - np.sqrt(inside), 0.08))
+        ellipsoids.append((offset, vent_axes))
+    return DemoAnatomy(
+        shape, spacing, affine, grid, local, semi_axes, radius, depth, fold,
+        (scalp_mm, skull_mm, csf_mm, gm_mm), ventricles, ellipsoids,
+    )
+
+
+def render_tissues(anatomy: DemoAnatomy, tissue: dict[str, float]) -> np.ndarray:
+    """Noise-free float32 image of the layered head with fluid-filled ventricles.
+
+    Args:
+        anatomy: head geometry from ``make_demo_anatomy``.
+        tissue: intensity per tissue, keys ``scalp``, ``skull``, ``csf``, ``gm``, ``wm``.
+    """
+    scalp_mm, skull_mm, csf_mm, gm_mm = anatomy.borders
+    image = np.full(anatomy.shape, tissue["scalp"], dtype=np.float32)
     for border, value, bend in (
         (scalp_mm, tissue["skull"], 0.0),
         (skull_mm, tissue["csf"], 0.0),
         (csf_mm, tissue["gm"], 0.5),
         (gm_mm, tissue["wm"], 1.0),
     ):
-        image += (value - image) * _step(depth - border - bend * fold)
+        image += (value - image) * _step(anatomy.depth - border - bend * anatomy.fold)
+    image += (tissue["csf"] - image) * anatomy.ventricles
+    return image
 
-    # Paired ventricles: two small ellipsoids beside the midline, filled with fluid.
-    ventricle = np.zeros(shape, dtype=np.float32)
-    vent_axes = semi_axes * np.array([0.12, 0.35, 0.18]) * rng.uniform(0.8, 1.2, 3)
-    for side in (-1.0, 1.0):
-        offset = np.array([side * 0.16 * semi_axes[0], 0.05 * semi_axes[1], 0.1 * semi_axes[2]])
-        inside = sum(((u - o) / a) ** 2 for u, o, a in zip(local, offset, vent_axes))
-        ventricle = np.maximum(ventricle, _step(1.0 - np.sqrt(inside), 0.08))
-    image += (tissue["csf"] - image) * ventricle
 
-    # Focal lesions: gaussian blobs inside the white matter, bright or dark at random.
-    for _ in range(int(rng.integers(2, 6))):
-        direction = rng.normal(size=3)
-        direction /= np.linalg.norm(direction)
-        position = direction * rng.uniform(0.2, 0.55) * semi_axes
-        width = rng.uniform(1.5, 4.0)
-        amplitude = rng.choice([-1.0, 1.0]) * rng.uniform(200.0, 400.0)
-        dist2 = sum((u - p) ** 2 for u, p in zip(local, position))
-        image += amplitude * np.exp(-dist2 / (2.0 * width**2)).astype(np.float32)
+def finish_volume(rng: np.random.Generator, anatomy: DemoAnatomy, image: np.ndarray) -> np.ndarray:
+    """Add texture, a bias field and Rician noise, zero the outside of the head, return int16.
 
+    Args:
+        rng: random generator for the texture, bias and noise draws.
+        anatomy: head geometry from ``make_demo_anatomy``.
+        image: float32 noise-free image of ``anatomy.shape``; modified in place.
+    """
+    shape = anatomy.shape
     # Tissue texture and a smooth multiplicative bias field (low-order polynomial in mm / FOV).
     image *= 1.0 + 0.03 * rng.standard_normal(shape).astype(np.float32)
-    norm = [g / (f / 2.0) for g, f in zip(grid, fov)]
+    norm = [g / (f / 2.0) for g, f in zip(anatomy.grid, anatomy.fov)]
     bias = 1.0 + sum(rng.uniform(-0.12, 0.12) * n for n in norm)
     bias = bias + sum(rng.uniform(-0.06, 0.06) * n * m for i, n in enumerate(norm) for m in norm[i:])
     image *= np.clip(bias, 0.7, 1.3).astype(np.float32)
@@ -165,9 +219,46 @@ def make_demo_volume(
     imag = sigma * rng.standard_normal(shape).astype(np.float32)
     image = np.sqrt(real**2 + imag**2)
 
-    image[radius > 1.0] = 0.0
-    volume = np.clip(np.rint(image), 0, np.iinfo(np.int16).max).astype(np.int16)
-    return volume, affine
+    image[anatomy.radius > 1.0] = 0.0
+    return np.clip(np.rint(image), 0, np.iinfo(np.int16).max).astype(np.int16)
+
+
+def make_demo_volume(
+    seed: int, shape=(80, 96, 80), spacing=(1.0, 1.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one deterministic synthetic head MRI.
+
+    Args:
+        seed: random seed; the same seed always gives the same array. Even seeds are
+            T1-like (white matter bright, fluid dark), odd seeds T2-like (fluid bright).
+        shape: array shape in voxels (x, y, z).
+        spacing: voxel size in mm (x, y, z). The head is sized from the field of view
+            (``shape * spacing`` mm), so it fills the same fraction of the array at any spacing
+            (an anisotropic spacing gives a proportionally stretched head); tissue layers have
+            fixed thicknesses in mm.
+
+    Returns:
+        ``(volume, affine)``: an ``int16`` array of ``shape`` with values in about 0..1500 and
+        exactly 0 outside the head, and the 4x4 RAS voxel-to-world affine (mm) that centres the
+        volume on the world origin.
+    """
+    shape, spacing = _check_shape_spacing(shape, spacing)
+    rng = np.random.default_rng(seed)
+    contrast = "T1" if seed % 2 == 0 else "T2"
+    anatomy = make_demo_anatomy(rng, shape, spacing)
+    image = render_tissues(anatomy, _TISSUE_INTENSITY[contrast])
+
+    # Focal lesions: gaussian blobs inside the white matter, bright or dark at random.
+    for _ in range(int(rng.integers(2, 6))):
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        position = direction * rng.uniform(0.2, 0.55) * anatomy.semi_axes
+        width = rng.uniform(1.5, 4.0)
+        amplitude = rng.choice([-1.0, 1.0]) * rng.uniform(200.0, 400.0)
+        dist2 = sum((u - p) ** 2 for u, p in zip(anatomy.local, position))
+        image += amplitude * np.exp(-dist2 / (2.0 * width**2)).astype(np.float32)
+
+    return finish_volume(rng, anatomy, image), anatomy.affine
 
 
 def _to_lps(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

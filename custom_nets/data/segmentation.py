@@ -1,0 +1,265 @@
+"""Labeled data for fine-tuning: read an MSD-style dataset, preprocess it like the pre-training data, split it.
+
+``prepare_segmentation_dataset`` is the one call a fine-tuning config makes. It reads the dataset
+(``custom_nets.data.segmentation_datalist``), resolves the target spacing (a number, ``[x, y, z]``
+or the dataset's median spacing, ``custom_nets.data.spacing``), computes nnU-Net's CT statistics
+when ``modality="ct"`` (``custom_nets.data.ct_normalisation``) and runs every case through
+``custom_nets.data.segmentation_case`` with the pre-training cache machinery: worker processes
+(``parallel``), a resumable manifest and a settings guard (``manifest``), atomic writes. The cache
+folder then holds
+
+* ``images/<case>.nii.gz`` (float32, RAS, cropped, normalised, resampled; ``x, y, z, C`` for C > 1
+  modalities) and ``labels/<case>.nii.gz`` (uint8, same grid),
+* ``dataset.json``: MSD-style, paths relative to the cache, with ``labels``, ``modality`` and the
+  ``spacing`` used (itself readable by ``load_segmentation_datalist``),
+* ``skipped.csv``: ``case,reason`` for every case left out,
+* ``settings.json``, ``manifest.jsonl`` and, for CT, ``intensity_statistics.json``.
+
+Problem handling (details in ``segmentation_case``): geometry mismatches and undeclared label
+values raise one ``ValueError`` that lists every such case after all other cases are cached;
+missing files or modalities and unreadable files are skipped with a logged, counted reason;
+cases with an empty label are kept with a warning.
+
+``make_splits`` and ``select_split`` (``custom_nets.data.splits``) are re-exported here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from custom_nets.data.atomic import atomic_write_text
+from custom_nets.data.case import crash_record
+from custom_nets.data.ct_normalisation import ct_statistics
+from custom_nets.data.demo_segmentation import write_demo_segmentation_dataset
+from custom_nets.data.manifest import ManifestWriter, check_settings, entry_identity, manifest_name, read_manifests
+from custom_nets.data.parallel import run_tasks
+from custom_nets.data.preprocess import _plan, _Progress, _worker_count
+from custom_nets.data.segmentation_case import ERROR_CODES, LABELED_DATA_THRESHOLDS, preprocess_segmentation_case
+from custom_nets.data.segmentation_datalist import load_segmentation_datalist, read_segmentation_dataset
+from custom_nets.data.spacing import resolve_target_spacing
+from custom_nets.data.splits import make_splits, select_split
+
+__all__ = ["load_segmentation_datalist", "make_splits", "prepare_segmentation_dataset", "select_split"]
+
+logger = logging.getLogger(__name__)
+
+#: Sub-folder of the cache that receives the synthetic labeled dataset when no source is given.
+DEMO_SOURCE_FOLDER = "demo_source"
+
+_MODALITIES = ("mri", "ct")
+
+#: Most cases listed in an error message.
+_MAX_LISTED = 20
+
+
+def _check_modality(modality, ct_clip) -> tuple[str, tuple[float, float] | None]:
+    name = str(modality).strip().lower()
+    if name not in _MODALITIES:
+        raise ValueError(
+            f"modality={modality!r} is not a normalisation scheme: pass 'mri' (z-score per image) or 'ct' "
+            "(clip + z-score with dataset statistics)"
+        )
+    if ct_clip is None:
+        return name, None
+    if name != "ct":
+        raise ValueError(f"ct_clip={ct_clip!r} only applies to modality='ct': drop it or pass modality='ct'")
+    try:
+        low, high = (float(v) for v in ct_clip)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"ct_clip={ct_clip!r} is not (low, high): pass e.g. ct_clip=(-1000, 1000)") from err
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"ct_clip={ct_clip!r} needs finite low < high (HU), e.g. (-1000, 1000)")
+    return name, (low, high)
+
+
+def _distributed_rank() -> int | None:
+    """This process's rank when a multi-process ``torch.distributed`` group is running, else None."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return int(dist.get_rank())
+    return None
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
+def _format_cases(items: list[tuple[str, str]]) -> str:
+    lines = [f"  {case}: {reason}" for case, reason in items[:_MAX_LISTED]]
+    if len(items) > _MAX_LISTED:
+        lines.append(f"  ... and {len(items) - _MAX_LISTED} more")
+    return "\n".join(lines)
+
+
+def _write_outputs(cache: Path, training: list[dict], skipped, labels, modalities, spacing, normalisation) -> str:
+    """Write the cache's ``dataset.json`` (paths relative to the cache) and ``skipped.csv``."""
+    dataset = {
+        "name": "preprocessed segmentation cache",
+        "modality": {str(i): name for i, name in enumerate(modalities)},
+        "labels": {str(k): v for k, v in labels.items()},
+        "spacing": list(spacing),
+        "normalisation": normalisation,
+        "numTraining": len(training),
+        "training": [
+            {"image": os.path.relpath(e["image"], cache), "label": os.path.relpath(e["label"], cache)} for e in training
+        ],
+    }
+    atomic_write_text(cache / "dataset.json", json.dumps(dataset, indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["case", "reason"])
+    writer.writerows(skipped)
+    atomic_write_text(cache / "skipped.csv", buffer.getvalue())
+    return str(cache / "dataset.json")
+
+
+def _run(tasks: list[dict], cache: Path, num_workers, records: dict) -> None:
+    if not tasks:
+        return
+    progress = _Progress(len(tasks))
+    with ManifestWriter(cache / manifest_name()) as manifest:
+
+        def on_result(task: dict, record: dict) -> None:
+            manifest.append(record)
+            records[entry_identity(record["inputs"])] = record
+            progress.update(record)
+
+        run_tasks(tasks, preprocess_segmentation_case, _worker_count(num_workers, len(tasks)), on_result, crash_record)
+
+
+def _prepare(source, cache: Path, target_spacing, modality, ct_clip, num_workers, key, write: bool) -> dict:
+    dataset = read_segmentation_dataset(source, key)
+    skipped = [(p.case, p.reason) for p in dataset.problems]
+    entries = [e for e in dataset.entries if "label" in e]
+    if len(entries) < len(dataset.entries):
+        raise ValueError(f"the '{key}' list of '{dataset.path}' has no labels: pass the key of the labeled cases")
+    if not entries:
+        raise ValueError(f"no usable case in '{dataset.path}':\n{_format_cases(skipped)}")
+    spacing = resolve_target_spacing(target_spacing, [e["image"][0] for e in entries])
+    normalisation: dict = {"modality": modality}
+    if modality == "ct":
+        workers = _worker_count(num_workers, len(entries))
+        normalisation["statistics"] = ct_statistics(entries, workers, ct_clip, cache / "intensity_statistics.json")
+    classes = sorted(dataset.labels)
+    check_settings(cache, {
+        "task": "segmentation", "keys": ["image", "label"], "target_spacing": list(spacing),
+        "normalisation": normalisation, "labels": {str(k): v for k, v in dataset.labels.items()},
+        "modalities": dataset.modalities, "thresholds": vars(LABELED_DATA_THRESHOLDS),
+    })
+
+    inputs = [{"image": list(e["image"]), "label": e["label"]} for e in entries]
+    records = read_manifests(cache)
+    todo = _plan(inputs, [e["case"] for e in entries], records, cache, "image")
+    logger.info("Preprocessing %d of %d labeled cases into %s", len(todo), len(inputs), cache)
+    tasks = [
+        {"inputs": item, "keys": ["image", "label"], "case_id": case_id, "cache_dir": str(cache),
+         "target_spacing": spacing, "classes": classes, "channels": len(dataset.modalities),
+         "normalisation": normalisation, "stamp": stamp}
+        for item, case_id, stamp in todo
+    ]
+    _run(tasks, cache, num_workers, records)
+
+    training, errors, empty, class_voxels = [], [], [], np.zeros(len(classes), dtype=np.int64)
+    for entry, item in zip(entries, inputs):
+        record = records[entry_identity(item)]
+        case = entry["case"]
+        if record["status"] != "ok":
+            (errors if record["reason"].split(":")[0] in ERROR_CODES else skipped).append((case, record["reason"]))
+            continue
+        training.append({"case": case, **{k: str(cache / p) for k, p in record["outputs"].items()}})
+        class_voxels += np.asarray(record.get("label_voxels") or np.zeros(len(classes)), dtype=np.int64)
+        for warning in record.get("warnings") or []:
+            logger.warning("Case '%s': %s", case, warning)
+            if warning.startswith("empty_label"):
+                empty.append(case)
+    for case, reason in skipped:
+        logger.warning("Skipping case '%s': %s", case, reason)
+    if errors:
+        raise ValueError(
+            f"{len(errors)} labeled cases of '{dataset.path}' have wrong labels or geometry (the other cases are "
+            f"cached; fix these files or remove the cases from dataset.json, then run again):\n{_format_cases(errors)}"
+        )
+    if not training:
+        raise ValueError(f"no case of '{dataset.path}' could be preprocessed:\n{_format_cases(skipped)}")
+    if empty:
+        logger.warning("%d of %d cases have an empty label (no foreground): %s", len(empty), len(training), empty[:10])
+    datalist = str(cache / "dataset.json")
+    if write:
+        datalist = _write_outputs(cache, training, skipped, dataset.labels, dataset.modalities, spacing, normalisation)
+    logger.info(
+        "Segmentation data ready: %d cases, %d skipped (see %s); voxels per class %s",
+        len(training), len(skipped), cache / "skipped.csv",
+        {dataset.labels[c]: int(n) for c, n in zip(classes, class_voxels)},
+    )
+    return {
+        "training": training, "labels": dict(dataset.labels), "spacing": list(spacing), "skipped": skipped,
+        "modalities": list(dataset.modalities), "empty_labels": empty, "normalisation": normalisation,
+        "datalist": datalist,
+    }
+
+
+def prepare_segmentation_dataset(
+    source,
+    cache_dir,
+    target_spacing=1.0,
+    modality: str = "mri",
+    ct_clip=None,
+    num_workers=None,
+    key: str = "training",
+) -> dict:
+    """Check and preprocess a labeled dataset into ``cache_dir`` (resuming earlier runs).
+
+    Args:
+        source: MSD-style ``dataset.json`` (or its folder), see ``load_segmentation_datalist``;
+            ``None`` writes the synthetic demo dataset to ``<cache_dir>/demo_source`` and uses it.
+        cache_dir: output folder; reused across runs with the same settings, refused otherwise.
+        target_spacing: voxel size in mm after resampling (RAS axes): one number, ``[x, y, z]``,
+            or ``"median"`` for the dataset's median spacing per axis (nnU-Net's choice; keeps
+            thin structures such as vessels in TOF angiography).
+        modality: ``"mri"``: z-score each channel over its non-zero voxels; ``"ct"``: clip to
+            the dataset's foreground 0.5/99.5 percentiles and z-score with the foreground mean
+            and std (nnU-Net's CT normalisation, see ``ct_normalisation``).
+        ct_clip: ``(low, high)`` fixed CT window (HU) replacing the percentiles; CT only.
+        num_workers: worker processes (default: the cores this process may use); 0 runs here.
+        key: the entry list of ``dataset.json`` to use.
+
+    Returns:
+        ``{"training": [{"case", "image", "label"} with absolute cached paths], "labels":
+        {0: "background", ...}, "spacing": [x, y, z] mm used, "skipped": [(case, reason)],
+        "modalities": [channel names], "empty_labels": [cases], "normalisation": {...},
+        "datalist": <cache_dir>/dataset.json}``.
+
+    Raises:
+        ValueError: invalid arguments or dataset declaration; cases whose label geometry or
+            values are wrong (all listed, with case names and geometries or values); no case
+            left; ``cache_dir`` built with other settings.
+
+    In a multi-process ``torch.distributed`` run, rank 0 preprocesses while the other ranks wait,
+    then they read the finished cache.
+    """
+    if cache_dir is None or not os.fspath(cache_dir):
+        raise ValueError("cache_dir is empty: pass a writable folder for the preprocessed cache, e.g. ./cache_finetune")
+    modality, ct_clip = _check_modality(modality, ct_clip)
+    cache = Path(os.path.abspath(os.fspath(cache_dir)))
+    rank = _distributed_rank()
+    if rank:  # not rank 0: wait until rank 0 has built the cache, then only read it
+        _barrier()
+        num_workers = 0
+    cache.mkdir(parents=True, exist_ok=True)
+    if source is None:
+        logger.warning("No dataset given: using the synthetic labeled demo dataset in %s", cache / DEMO_SOURCE_FOLDER)
+        source = write_demo_segmentation_dataset(cache / DEMO_SOURCE_FOLDER)
+    result = _prepare(source, cache, target_spacing, modality, ct_clip, num_workers, key, write=not rank)
+    if rank == 0:
+        _barrier()
+    return result

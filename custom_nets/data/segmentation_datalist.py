@@ -1,0 +1,294 @@
+"""Read a labeled MSD-style ``dataset.json`` into cases with absolute paths, a class table and modality names.
+
+Accepted layout (Medical Segmentation Decathlon / nnU-Net)::
+
+    {"name": "...",
+     "modality": {"0": "t1", "1": "flair"},             # or nnU-Net v2 "channel_names"
+     "labels": {"0": "background", "1": "lesion"},      # or nnU-Net v2 {"background": 0, "lesion": 1}
+     "training": [{"image": ["imagesTr/a_0000.nii.gz", "imagesTr/a_0001.nii.gz"],
+                   "label": "labelsTr/a.nii.gz"}, ...]}
+
+``image`` is one file or a list of co-registered files, one per modality, stacked as channels in
+list order; a single 4D file whose fourth axis holds the modalities (MSD brain tumour, prostate)
+also works. Paths are relative to the folder of ``dataset.json`` unless absolute. Class values
+must be the consecutive integers 0 (background), 1, ..., as nnU-Net requires.
+
+Each case gets a ``case`` id from its label file name (``labelsTr/a.nii.gz`` -> ``a``; see
+``custom_nets.data.case_ids``), which names it in every message and in the splits.
+
+Problems of a single case (a missing file, a missing modality, no label) are collected per case:
+``load_segmentation_datalist`` raises on them, because it is the call that checks a dataset;
+``prepare_segmentation_dataset`` skips such cases with a logged reason instead, so one incomplete
+case does not block a run. Problems of the whole file (unreadable JSON, no ``labels`` declaration,
+no entries) always raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+
+from custom_nets.data.case_ids import case_ids_for
+from custom_nets.data.datalist import _read_json, _resolve, _select_list
+from custom_nets.data.quality import is_nibabel_file
+
+__all__ = ["CaseProblem", "SegmentationDataset", "load_segmentation_datalist", "read_segmentation_dataset"]
+
+logger = logging.getLogger(__name__)
+
+_DATASET_FILE = "dataset.json"
+
+_LABELS_HINT = '"labels": {"0": "background", "1": "<name of class 1>", ...}'
+
+
+@dataclass(frozen=True)
+class CaseProblem:
+    """Why one case cannot be used. ``code`` is ``missing``, ``missing_modality`` or ``extra_modality``."""
+
+    case: str
+    code: str
+    message: str
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@dataclass
+class SegmentationDataset:
+    """A parsed labeled dataset.
+
+    Attributes:
+        path: the ``dataset.json`` that was read.
+        entries: usable cases ``{"case", "image": [absolute paths], "label": absolute path, ...}``
+            (extra keys of the JSON entry are kept).
+        labels: class value -> name, values 0..K-1.
+        modalities: channel names in channel order (``channel_0``... when undeclared).
+        problems: cases left out of ``entries``, with the reason.
+    """
+
+    path: Path
+    entries: list[dict]
+    labels: dict[int, str]
+    modalities: list[str]
+    problems: list[CaseProblem] = field(default_factory=list)
+
+
+def _dataset_path(source) -> Path:
+    if source is None or not os.fspath(source):
+        raise ValueError("dataset source is empty: pass a dataset.json file or the folder that holds it")
+    path = Path(os.path.normpath(Path(os.path.expanduser(os.fspath(source))).absolute()))
+    if path.is_dir():
+        if not (path / _DATASET_FILE).is_file():
+            raise FileNotFoundError(
+                f"folder '{path}' has no {_DATASET_FILE}: pass the MSD-style dataset.json of a labeled dataset "
+                "(with 'labels' and a 'training' list of {'image', 'label'} entries)"
+            )
+        path = path / _DATASET_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file '{path}' does not exist: pass the dataset.json of a labeled dataset")
+    return path
+
+
+def _int_key(text, what: str, path: Path) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError as err:
+        raise ValueError(f"dataset '{path}' {what} key {text!r} is not an integer index") from err
+
+
+def parse_labels(data: dict, path: Path) -> dict[int, str]:
+    """Class table ``{value: name}`` from an MSD (``{"0": "background"}``) or nnU-Net v2
+    (``{"background": 0}``) ``labels`` declaration."""
+    raw = data.get("labels")
+    if not raw:
+        raise ValueError(
+            f"dataset '{path}' has no 'labels' declaration: add {_LABELS_HINT} listing every value that "
+            "occurs in the label files"
+        )
+    if not isinstance(raw, dict):
+        raise ValueError(f"dataset '{path}' 'labels' is a {type(raw).__name__}: use {_LABELS_HINT}")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in raw.values()):
+        table = {int(v): str(k) for k, v in raw.items()}  # nnU-Net v2: name -> value
+    elif all(str(k).strip().lstrip("-").isdigit() for k in raw):
+        table = {_int_key(k, "'labels'", path): str(v) for k, v in raw.items()}
+    else:
+        raise ValueError(
+            f"dataset '{path}' 'labels' {raw!r} is neither value -> name nor name -> value with integer values "
+            f"(region-based nnU-Net labels are not supported): use {_LABELS_HINT}"
+        )
+    values = sorted(table)
+    if values != list(range(len(values))) or len(values) < 2:
+        raise ValueError(
+            f"dataset '{path}' declares label values {values}: they must be the consecutive integers 0 (background), "
+            "1, ..., K-1 with at least one foreground class; remap the label files and the declaration"
+        )
+    return {value: table[value] for value in values}
+
+
+def parse_modalities(data: dict, path: Path) -> list[str] | None:
+    """Channel names from ``modality`` (MSD) or ``channel_names`` (nnU-Net v2), or None if undeclared."""
+    raw = data.get("modality", data.get("channel_names"))
+    if not raw:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"dataset '{path}' 'modality' is a {type(raw).__name__}: use {{\"0\": \"t1\", \"1\": \"flair\"}}"
+        )
+    table = {_int_key(k, "'modality'", path): str(v) for k, v in raw.items()}
+    if sorted(table) != list(range(len(table))):
+        raise ValueError(
+            f"dataset '{path}' 'modality' keys {sorted(table)} are not 0, 1, ...: number the channels consecutively"
+        )
+    return [table[i] for i in range(len(table))]
+
+
+def file_channels(path: str) -> int:
+    """Channels stored in one image file: the 4th axis of a 4D NIfTI, else 1 (header only)."""
+    if not is_nibabel_file(path):
+        return 1
+    dims = list(nib.load(path).shape)
+    while len(dims) > 3 and dims[-1] == 1:
+        dims.pop()
+    return int(dims[3]) if len(dims) == 4 else 1
+
+
+def _channel_count(images: list[str], expected: int) -> int:
+    """Number of channels a case provides: its file count, or the header channels of 4D files."""
+    if len(images) == expected or not all(os.path.isfile(p) for p in images):
+        return len(images)
+    try:
+        return sum(file_channels(p) for p in images)
+    except Exception:  # noqa: BLE001 - an unreadable header is reported when the case is preprocessed
+        return len(images)
+
+
+def _raw_cases(raw: list, path: Path) -> list[tuple[list[str], str | None, dict]]:
+    """``(image paths, label path or None, extra keys)`` per entry; malformed entries raise."""
+    cases = []
+    for index, item in enumerate(raw):
+        where = f"entry {index} of dataset '{path}'"
+        if isinstance(item, (str, os.PathLike)):
+            item = {"image": os.fspath(item)}
+        if not isinstance(item, dict) or "image" not in item:
+            raise ValueError(
+                f"{where} is {item!r}: use {{\"image\": [<modality files>], \"label\": <label file>}}"
+            )
+        images = _resolve(item["image"], path.parent, where)
+        images = images if isinstance(images, list) else [images]
+        label = _resolve(item["label"], path.parent, where) if item.get("label") is not None else None
+        extra = {k: v for k, v in item.items() if k not in ("image", "label", "case")}
+        cases.append((images, label, extra))
+    return cases
+
+
+def _modality_problem(case: str, count: int, expected: int, names: list[str] | None) -> CaseProblem | None:
+    if count == expected:
+        return None
+    others = f"the dataset declares {expected} modalities ({', '.join(names)})" if names else (
+        f"the other cases have {expected}"
+    )
+    code = "missing_modality" if count < expected else "extra_modality"
+    return CaseProblem(case, code, f"case '{case}' has {count} image channel(s) but {others}")
+
+
+def _file_problem(case: str, images: list[str], label: str | None, names: list[str]) -> CaseProblem | None:
+    for channel, image in enumerate(images):
+        if not os.path.isfile(image):
+            name = names[channel] if channel < len(names) else f"channel {channel}"
+            return CaseProblem(case, "missing", f"case '{case}': {name} image file '{image}' does not exist")
+    if label is not None and not os.path.isfile(label):
+        return CaseProblem(case, "missing", f"case '{case}': label file '{label}' does not exist")
+    return None
+
+
+def read_segmentation_dataset(source, key: str = "training") -> SegmentationDataset:
+    """Parse a labeled dataset, collecting per-case problems instead of raising on them.
+
+    Args:
+        source: an MSD-style ``dataset.json`` or the folder that holds it.
+        key: the entry list to read (``training``; ``test`` lists may have no labels).
+
+    Raises:
+        FileNotFoundError: ``source`` or its ``dataset.json`` does not exist.
+        ValueError: invalid JSON, no ``labels`` declaration, no ``key`` list, a malformed entry.
+    """
+    path = _dataset_path(source)
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"dataset '{path}' holds a JSON {type(data).__name__}: it must be an MSD-style dict")
+    labels = parse_labels(data, path)
+    declared = parse_modalities(data, path)
+    raw = _select_list(data, key, path)
+    if not raw:
+        raise ValueError(
+            f"dataset '{path}' has an empty '{key}' list: add entries like {{\"image\": [...], \"label\": ...}}"
+        )
+    cases = _raw_cases(raw, path)
+    ids = case_ids_for([label or images[0] for images, label, _ in cases])
+    labeled = any(label is not None for _, label, _ in cases)
+    if declared is not None:
+        expected = len(declared)
+    else:
+        counts = Counter(len(images) for images, _, _ in cases)
+        expected = max(counts, key=lambda n: (counts[n], n))
+    names = declared or [f"channel_{i}" for i in range(expected)]
+
+    entries, problems = [], []
+    for (images, label, extra), case in zip(cases, ids):
+        problem = None
+        if labeled and label is None:
+            problem = CaseProblem(case, "missing", f"case '{case}' has no 'label': add \"label\": <label file>")
+        problem = problem or _file_problem(case, images, label, names)
+        problem = problem or _modality_problem(case, _channel_count(images, expected), expected, declared)
+        if problem:
+            problems.append(problem)
+            continue
+        entry = {"case": case, "image": images, **extra}
+        if label is not None:
+            entry["label"] = label
+        entries.append(entry)
+    logger.info("Read %d cases (%d with problems) from %s", len(entries), len(problems), path)
+    return SegmentationDataset(path, entries, labels, names, problems)
+
+
+def load_segmentation_datalist(source, key: str = "training", strict: bool = True) -> tuple[list[dict], dict[int, str]]:
+    """Load and check the cases of a labeled MSD-style dataset.
+
+    Args:
+        source: an MSD-style ``dataset.json`` or the folder that holds it (see the module docstring).
+        key: the entry list to read.
+        strict: raise on the first case with a problem (default); ``False`` leaves such cases
+            out with a logged warning, as ``prepare_segmentation_dataset`` does.
+
+    Returns:
+        ``(entries, labels)``: entries ``{"case", "image": [absolute paths, one per modality file],
+        "label": absolute path}`` in file order, and the class table ``{0: "background", ...}``.
+
+    Raises:
+        FileNotFoundError: the dataset or a file of some case does not exist (the message names
+            the case and the file).
+        ValueError: no ``labels`` declaration, a case misses a modality or its label, or the file
+            is malformed; the message says what to change.
+
+    Per-case problems raise only with ``strict=True``; problems of the whole file always raise.
+    """
+    dataset = read_segmentation_dataset(source, key)
+    if dataset.problems and not strict:
+        for problem in dataset.problems:
+            logger.warning("Leaving out case '%s': %s", problem.case, problem.reason)
+    elif dataset.problems:
+        first = dataset.problems[0]
+        more = len(dataset.problems) - 1
+        others = ", ".join(p.case for p in dataset.problems[1:6])
+        suffix = f" ({more} other case(s) have problems too: {others})" if more else ""
+        error = FileNotFoundError if first.code == "missing" and "does not exist" in first.message else ValueError
+        raise error(
+            f"dataset '{dataset.path}': {first.message}{suffix}; fix the entry in dataset.json or remove the case"
+        )
+    return dataset.entries, dataset.labels
