@@ -8,7 +8,7 @@ test-time mirroring.
 
 from custom_nets.evaluation.evaluate import evaluate_case, evaluate_folder, normalise_labels, resolve_tolerances
 from custom_nets.evaluation.inference import MirroredSlidingWindowInferer
-from custom_nets.evaluation.predictions import SavePredictiond, evaluation_cases
+from custom_nets.evaluation.predictions import SavePredictiond, evaluation_cases, inference_inputs
 from custom_nets.evaluation.metrics import binary_dice, binary_nsd, dice_per_class, nsd_per_class
 from custom_nets.evaluation.summary import summarise, write_reports
 from custom_nets.evaluation.surface import bounded_distance_map, nearest_distances, surface_points_mm, surface_voxels
@@ -16,6 +16,7 @@ from custom_nets.evaluation.surface import bounded_distance_map, nearest_distanc
 __all__ = [
     "SavePredictiond",
     "evaluation_cases",
+    "inference_inputs",
     "MirroredSlidingWindowInferer",
     "binary_dice",
     "binary_nsd",

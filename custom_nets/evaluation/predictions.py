@@ -13,7 +13,7 @@ from monai.transforms import Transform
 
 from custom_nets.data.atomic import atomic_save_nifti
 
-__all__ = ["SavePredictiond", "evaluation_cases"]
+__all__ = ["SavePredictiond", "evaluation_cases", "inference_inputs"]
 
 
 class SavePredictiond(Transform):
@@ -70,3 +70,37 @@ def evaluation_cases(source, splits: dict | None = None, part: str = "test", fol
     if splits is None:
         return entries
     return select_split(entries, splits, part=part, fold=fold)
+
+
+def inference_inputs(source, key: str = "test") -> list[dict]:
+    """Images to segment: a NIfTI file, a folder of NIfTI files (one single-modality case each), or a
+    dataset.json whose ``key`` list (else "training") gives the cases, with several modality files each.
+
+    Returns:
+        [{"case": name, "image": path or [paths]}], sorted by case name for folders.
+    """
+    import json
+
+    from custom_nets.data.case_ids import strip_image_extension
+
+    if source is None:
+        raise ValueError("input_dir is not set: pass --input_dir with a NIfTI file, a folder of them, or a dataset.json.")
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"input '{path}' does not exist: pass --input_dir with a NIfTI file, a folder, or a dataset.json.")
+    if path.is_file() and path.suffix == ".json":
+        data = json.loads(path.read_text())
+        entries = data.get(key) or data.get("training") or []
+        out = []
+        for i, entry in enumerate(entries):
+            images = entry["image"] if isinstance(entry, dict) else entry
+            images = [images] if isinstance(images, str) else list(images)
+            images = [str((path.parent / p).resolve()) for p in images]
+            out.append({"case": strip_image_extension(Path(images[0]).name) if len(images) == 1 else f"case_{i:04d}", "image": images})
+        if not out:
+            raise ValueError(f"'{path}' lists no images under '{key}' or 'training'.")
+        return out
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.name.endswith((".nii", ".nii.gz")))
+    if not files:
+        raise ValueError(f"no .nii/.nii.gz file in '{path}': pass a folder of NIfTI images or a dataset.json.")
+    return [{"case": strip_image_extension(p.name), "image": str(p)} for p in files]
