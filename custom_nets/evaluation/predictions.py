@@ -66,7 +66,7 @@ def evaluation_cases(source, splits: dict | None = None, part: str = "test", fol
     """
     from custom_nets.data import load_segmentation_datalist, select_split
 
-    entries, _ = load_segmentation_datalist(source, key=key)
+    entries, _ = load_segmentation_datalist(source, key=key, strict=False)  # cases skipped in training are skipped here too
     if splits is None:
         return entries
     return select_split(entries, splits, part=part, fold=fold)

@@ -1,0 +1,134 @@
+"""The s3d_finetune bundle end to end on synthetic labeled MRIs with the tiny network preset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from custom_nets.nets import S3D, resenc_unet
+from custom_nets.transfer import nnssl_checkpoint
+
+CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "s3d_finetune" / "configs"
+TRAIN, EVALUATE, INFERENCE = (str(CONFIGS / n) for n in ("train.yaml", "evaluate.yaml", "inference.yaml"))
+
+
+@pytest.fixture(scope="session")
+def finetune_cache(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("finetune_cache"))
+
+
+@pytest.fixture
+def overrides(finetune_cache, tmp_path):
+    return {
+        "dataset_dir": None,
+        "cache_dir": finetune_cache,
+        "output_dir": str(tmp_path / "run"),
+        "network_preset": "tiny",
+        "patch_size": [32, 32, 32],
+        "batch_size": 2,
+        "epochs": 4,
+        "iterations_per_epoch": 2,
+        "num_workers": 0,
+        "device": "cpu",
+    }
+
+
+def _run(config_files, **overrides):
+    wf = ConfigWorkflow(config_file=list(config_files), workflow_type="train", logging_file=False, **overrides)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def _encoder(state):
+    return {k: v for k, v in state.items() if k.startswith("encoder.")}
+
+
+def test_scratch_training_then_evaluation_in_the_original_geometry(overrides):
+    wf = _run([TRAIN], **overrides)
+    out = Path(overrides["output_dir"])
+    info = json.loads((out / "models" / "model_info.json").read_text())
+    assert info["labels"] == {"0": "background", "1": "lesion", "2": "ventricles"} and info["num_channels"] == 2
+    assert wf.parser.get_parsed_content("peak_lr") == 1e-2  # from scratch
+    splits = json.loads((out / "splits.json").read_text())
+    assert len(splits["train"]) + len(splits["test"]) == 12 and not set(splits["train"]) & set(splits["test"])
+
+    ev = _run([TRAIN, EVALUATE], mirror_axes=[], **overrides)
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    assert summary["n_cases"] == len(splits["test"]) and summary["classes"] == ["lesion", "ventricles"]
+    assert 0.0 <= summary["mean_dsc"] <= 1.0
+    for case in ev.parser.get_parsed_content("eval_cases"):
+        prediction = nib.load(out / "predictions" / f"{case['case']}.nii.gz")
+        label = nib.load(case["label"])
+        assert prediction.shape == label.shape  # back in the original geometry
+        np.testing.assert_allclose(prediction.affine, label.affine, atol=1e-4)
+        assert set(np.unique(np.asarray(prediction.dataobj))) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize("source", ["s3d_training_checkpoint", "nnssl"])
+def test_frozen_schedule_keeps_the_transferred_encoder(overrides, tmp_path, source):
+    torch.manual_seed(0)
+    pretrained = resenc_unet("tiny")
+    if source == "nnssl":
+        checkpoint = nnssl_checkpoint(pretrained.state_dict(), preset="tiny")
+    else:
+        s3d = S3D(resenc_unet("tiny"), block_size=8)
+        s3d.backbone.load_state_dict(pretrained.state_dict())
+        checkpoint = {"network": s3d.state_dict(), "optimizer": {}}
+    path = tmp_path / "pretrained.pth"
+    torch.save(checkpoint, path)
+    wf = _run([TRAIN], schedule="frozen", pretrained_checkpoint=str(path), **overrides)
+    report = wf.parser.get_parsed_content("transfer_report")
+    assert report.replicated_stem  # 2 modalities, 1-channel pre-training
+    assert wf.parser.get_parsed_content("peak_lr") == 1e-3
+    trained = torch.load(Path(overrides["output_dir"]) / "models" / "model.pt", weights_only=True)
+    expected = _encoder(pretrained.state_dict())
+    stem = "encoder.stem.convs.0.conv.weight"
+    for key, value in _encoder(trained).items():
+        if key.startswith("encoder.stem.convs.0.conv.") or key.startswith("encoder.stem.convs.0.all_modules.0."):
+            continue  # replicated over 2 channels (and trainable): checked below
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0)
+    replicated = torch.cat([expected[stem] / 2] * 2, dim=1)
+    assert trained[stem].shape == replicated.shape
+    decoder_key = "decoder.stages.0.convs.0.conv.weight"
+    assert not torch.equal(trained[decoder_key], pretrained.state_dict()[decoder_key])
+
+
+def test_wrong_checkpoint_fails_loudly(overrides, tmp_path):
+    path = tmp_path / "demo_preset.pt"
+    torch.save(resenc_unet("demo").state_dict(), path)
+    with pytest.raises(Exception) as info:
+        _run([TRAIN], pretrained_checkpoint=str(path), **overrides)
+    chain, err = [], info.value
+    while err is not None:
+        chain.append(str(err))
+        err = err.__cause__ or err.__context__
+    assert "demo" in "\n".join(chain) and str(path) in "\n".join(chain)
+
+
+def test_low_data_keeps_n_training_cases(overrides):
+    wf = ConfigWorkflow(config_file=[TRAIN], workflow_type="train", logging_file=False, low_data=3, **overrides)
+    wf.initialize()
+    assert len(wf.parser.get_parsed_content("train_entries")) == 3
+
+
+def test_inference_config_alone_segments_new_images(overrides, tmp_path):
+    _run([TRAIN], **dict(overrides, epochs=2, iterations_per_epoch=2))
+    out = Path(overrides["output_dir"])
+    source = Path(overrides["cache_dir"]) / "demo_source" / "dataset.json"
+    _run(
+        [INFERENCE], checkpoint=str(out / "models" / "model.pt"), input_dir=str(source),
+        output_dir=str(tmp_path / "predicted"), mirror_axes=[], device="cpu",
+    )
+    test_entries = json.loads(source.read_text())["test"]
+    written = sorted((tmp_path / "predicted").glob("*.nii.gz"))
+    assert len(written) == len(test_entries)
+    first_image = nib.load(source.parent / test_entries[0]["image"][0])
+    assert nib.load(written[0]).shape == first_image.shape
