@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -32,8 +31,10 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import torch
 from torch import nn
 
+from custom_nets.data.atomic import atomic_torch_save
 from custom_nets.nets.resenc import PRESETS, dna_kwargs
 from custom_nets.nets.s3d import BACKBONE_PREFIX, dense_state_dict
+from custom_nets.nets.wrappers import unwrap
 
 __all__ = [
     "SCOPES",
@@ -383,7 +384,7 @@ def load_pretrained(
     """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}.")
-    module = _unwrap(network)
+    module = unwrap(network)
     if not isinstance(module, nn.Module):
         raise ValueError(f"network must be a torch module (a ResEncUNet), got {type(network).__name__}.")
     checkpoint = _read(path_or_state)
@@ -403,18 +404,6 @@ def load_pretrained(
             target.copy_(value)
     logger.info(report.summary())
     return report
-
-
-def _unwrap(network: Any) -> Any:
-    """The module inside DDP / DataParallel (``.module``) and torch.compile (``._orig_mod``) wrappers."""
-    while isinstance(network, nn.Module):
-        if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            network = network.module
-        elif isinstance(getattr(network, "_orig_mod", None), nn.Module):
-            network = network._orig_mod
-        else:
-            break
-    return network
 
 
 def _tensor_groups(targets: Mapping[str, torch.Tensor]) -> list[tuple[list[str], torch.Tensor]]:
@@ -600,7 +589,7 @@ def nnssl_checkpoint(
 
 def _dense_state(network_or_state: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Dense ResEnc state dict (CPU) of a network, an S3D model or a state dict."""
-    module = _unwrap(network_or_state)
+    module = unwrap(network_or_state)
     if isinstance(module, nn.Module):
         state = module.state_dict()
     elif isinstance(module, Mapping):
@@ -667,12 +656,6 @@ def export_nnssl(
             )
     checkpoint = nnssl_checkpoint(state, preset=preset, patch_size=patch_size)
     path_out = Path(path_out)
-    path_out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path_out.with_name(f".{path_out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path_out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_torch_save(checkpoint, path_out)
     logger.info("wrote nnssl checkpoint %s (preset '%s') from %s", path_out, preset, path_in)
     return path_out

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nibabel as nib
 
-__all__ = ["atomic_save_nifti", "atomic_write_text", "temporary_sibling"]
+__all__ = ["atomic_save_nifti", "atomic_torch_save", "atomic_write_text", "temporary_sibling"]
 
 
 def temporary_sibling(path: str | os.PathLike) -> Path:
@@ -60,3 +60,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             os.fsync(handle.fileno())
 
     _replace_or_cleanup(temporary_sibling(path), path, _write)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a hidden temporary file in the same folder, then rename: readers never see a partial
+    checkpoint (a crash leaves the previous file or a stray temporary one). Returns the final path."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _replace_or_cleanup(temporary_sibling(path), path, lambda tmp: torch.save(obj, tmp))
+    return path

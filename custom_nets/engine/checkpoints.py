@@ -16,39 +16,15 @@ from typing import Mapping
 
 import torch
 from ignite.engine import Engine, Events
-from torch import nn
 
+from custom_nets.data.atomic import atomic_torch_save
 from custom_nets.engine.dist import is_main_process
+from custom_nets.nets.wrappers import unwrap
 
 __all__ = ["ResumableCheckpoint", "latest_checkpoint", "atomic_torch_save", "unwrap"]
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_iter(\d+)\.pt$")
-
-
-def unwrap(obj):
-    """The module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
-    while True:
-        if isinstance(obj, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            obj = obj.module
-        elif hasattr(obj, "_orig_mod") and isinstance(obj, nn.Module):
-            obj = obj._orig_mod
-        else:
-            return obj
-
-
-def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def latest_checkpoint(save_dir: str | os.PathLike) -> Path | None:
@@ -66,8 +42,8 @@ class ResumableCheckpoint:
     Args:
         save_dir: folder of ``checkpoint_iter<N>.pt`` files.
         save_dict: objects with ``state_dict``/``load_state_dict``, e.g. {"network", "optimizer",
-            "lr_scheduler"}; the trainer it is attached to is added as "trainer". Wrapped networks (DDP, compiled) are saved unwrapped, so a checkpoint
-            moves between 1 and 8 GPUs.
+            "lr_scheduler"}; the trainer it is attached to is added as "trainer". Wrapped networks (DDP,
+            compiled) are saved unwrapped, so a checkpoint moves between 1 and 8 GPUs.
         interval: iterations between checkpoints. Defaults to 1000.
         n_saved: newest checkpoints kept. Defaults to 2.
         resume: load the newest checkpoint when the run starts. Defaults to True.

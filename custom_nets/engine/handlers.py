@@ -14,7 +14,8 @@ from typing import Callable
 import torch
 from ignite.engine import Engine, Events
 
-from custom_nets.engine.checkpoints import atomic_torch_save, unwrap
+from custom_nets.data.atomic import atomic_torch_save, atomic_write_text
+from custom_nets.nets.wrappers import unwrap
 from custom_nets.engine.dist import is_main_process
 from custom_nets.engine.previews import PANELS, preview_grid, save_png
 
@@ -192,9 +193,7 @@ class WriteJSON:
         if not is_main_process():
             return None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.content, indent=2, default=str))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.content, indent=2, default=str))
         return self.path
 
 

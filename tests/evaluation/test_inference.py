@@ -2,7 +2,6 @@
 
 import itertools
 
-import pytest
 import torch
 
 from custom_nets.evaluation.inference import MirroredSlidingWindowInferer

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from custom_nets.masking import BlockMaskGenerator
-from custom_nets.nets import S3D, ResEncUNet, dense_state_dict, resenc_unet
+from custom_nets.nets import S3D, dense_state_dict, resenc_unet
 
 SWITCHES = list(itertools.product([True, False], repeat=3))
 
