@@ -108,7 +108,9 @@ def test_resume_after_a_crash_continues_at_the_same_iteration_and_lr(tiny_overri
     wf.run()
     assert [i for i, _ in resumed_lr] == [5, 6]
     assert trainer.state.iteration == 6
-    assert crashed_lr[:4] + resumed_lr == pytest.approx(reference_lr)
+    combined = crashed_lr[:4] + resumed_lr
+    assert [i for i, _ in combined] == [i for i, _ in reference_lr] == [1, 2, 3, 4, 5, 6]
+    assert [lr for _, lr in combined] == pytest.approx([lr for _, lr in reference_lr], rel=1e-12)
     for key, value in saved["network"].items():
         torch.testing.assert_close(restored["network"][key], value)
     saved_momentum = [s["momentum_buffer"] for s in saved["optimizer"]["state"].values()]
