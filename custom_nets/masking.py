@@ -70,16 +70,52 @@ class BlockMaskGenerator:
         device = torch.device(device)
         gen = torch.Generator(device=device)
         gen.manual_seed(int(seed))
+        n_blocks = math.prod(self.grid_size(spatial_size))
+        ratio = torch.rand(batch_size, 1, generator=gen, device=device)
+        noise = torch.rand(batch_size, n_blocks, generator=gen, device=device)
+        return self.mask_from_noise(ratio, noise, spatial_size)
+
+    def mask_from_noise(
+        self, ratio_noise: torch.Tensor, block_noise: torch.Tensor, spatial_size: Sequence[int]
+    ) -> torch.Tensor:
+        """The deterministic part of ``__call__``: uniform noise in, block mask out.
+
+        Pure tensor arithmetic with shapes known in advance: no ``.item()``, no ``nonzero``, no Python branch on
+        tensor values, so it never waits for the GPU (and runs on the ``meta`` device, which the tests use to
+        prove it). One sort per sample ranks the blocks; the inverse permutation is scattered instead of
+        sorted a second time; blocks are expanded to voxels by one broadcast copy.
+
+        Args:
+            ratio_noise: (B, 1) uniform [0, 1) numbers; sample b masks ``round(ratio * n_blocks)`` blocks with
+                ``ratio = low + (high - low) * ratio_noise[b]``.
+            block_noise: (B, n_blocks) uniform [0, 1) numbers, one per block in C order of the block grid;
+                the blocks with the smallest noise are masked.
+            spatial_size: patch size in voxels.
+
+        Returns:
+            (B, 1, *spatial_size) float32 mask on ``block_noise``'s device, 1 = visible.
+        """
         grid = self.grid_size(spatial_size)
-        n_blocks = math.prod(grid)
-        ratio = self.low + (self.high - self.low) * torch.rand(batch_size, 1, generator=gen, device=device)
+        batch_size, n_blocks = block_noise.shape
+        if n_blocks != math.prod(grid):
+            raise ValueError(
+                f"block_noise has {n_blocks} blocks per sample but a {tuple(spatial_size)} patch has "
+                f"{math.prod(grid)} blocks of {self.block_size} voxels; draw one number per block."
+            )
+        ratio = self.low + (self.high - self.low) * ratio_noise
         n_masked = torch.round(ratio * n_blocks)
-        # A random permutation per sample; the blocks ranked below n_masked are masked.
-        rank = torch.rand(batch_size, n_blocks, generator=gen, device=device).argsort(dim=1).argsort(dim=1)
-        visible = (rank >= n_masked).to(torch.float32).view(batch_size, 1, *grid)
-        for axis, size in enumerate(spatial_size):
-            visible = visible.repeat_interleave(self.block_size, dim=axis + 2).narrow(axis + 2, 0, size)
-        return visible.contiguous()
+        # rank[b, k] = position of block k in sample b's random order (the inverse of the sorting permutation)
+        order = block_noise.argsort(dim=1)
+        positions = torch.arange(n_blocks, device=block_noise.device).expand(batch_size, n_blocks)
+        rank = torch.empty_like(order).scatter_(1, order, positions)
+        visible = (rank >= n_masked).to(torch.float32)
+        # (B, 1, g0, 1, g1, 1, ...) -> (B, 1, g0, bs, g1, bs, ...) -> (B, 1, g0*bs, g1*bs, ...), then crop
+        interleaved = [n for g in grid for n in (g, 1)]
+        expanded = [n for g in grid for n in (g, self.block_size)]
+        voxels = visible.view(batch_size, 1, *interleaved).expand(batch_size, 1, *expanded)
+        voxels = voxels.reshape(batch_size, 1, *(g * self.block_size for g in grid))
+        crop = (slice(None), slice(None)) + tuple(slice(0, int(s)) for s in spatial_size)
+        return voxels[crop].contiguous()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(block_size={self.block_size}, mask_ratio=({self.low}, {self.high}))"

@@ -24,7 +24,7 @@ from monai.networks.layers.factories import Conv
 from torch import nn
 
 from custom_nets.nets.resenc import ResEncUNet
-from custom_nets.nets.sparse import masked_instance_norm, stage_masks
+from custom_nets.nets.sparse import InstanceNorm, set_fused_norm, stage_masks
 
 __all__ = ["S3D", "dense_state_dict"]
 
@@ -40,6 +40,9 @@ class S3D(nn.Module):
         sparse: re-mask after every encoder conv and use visible-only norms (ablation switch). Defaults to True.
         mask_token: fill masked positions of every masked stage with a learnable token. Defaults to True.
         densify: visible-only norm + 3^3 conv per masked stage below full resolution. Defaults to True.
+        fused_norm: every visible-only instance norm (backbone and densification) uses the memory-lean
+            ``masked_instance_norm_fused``; same function, less kept for backward. Sets the flag on every
+            ``InstanceNorm`` of the backbone too (see ``sparse.set_fused_norm``). Defaults to False.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class S3D(nn.Module):
         sparse: bool = True,
         mask_token: bool = True,
         densify: bool = True,
+        fused_norm: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(backbone, ResEncUNet):
@@ -64,6 +68,8 @@ class S3D(nn.Module):
         token_shape = (1, -1) + (1,) * encoder.spatial_dims
         self.mask_tokens = nn.ParameterDict()
         self.densify_convs = nn.ModuleDict()
+        # Affine-free norms hold no tensors: the state dict (and every checkpoint) is the same as without them.
+        self.densify_norms = nn.ModuleDict()
         for i in self.masked_stages:
             channels = encoder.feature_channels[i]
             if self.use_mask_token:
@@ -72,11 +78,13 @@ class S3D(nn.Module):
                 self.mask_tokens[str(i)] = token
             if self.use_densify and encoder.reductions[i] > 1:
                 self.densify_convs[str(i)] = conv_type(channels, channels, 3, 1, 1, bias=True)
+                self.densify_norms[str(i)] = InstanceNorm(channels, affine=False)
         # Heads of coarser decoder stages only serve deep supervision; freezing them keeps DDP from waiting for
         # gradients that never come. Their (initial) values still travel in the exported dense weights.
         if not backbone.decoder.deep_supervision:
             for head in list(backbone.decoder.seg_layers)[:-1]:
                 head.requires_grad_(False)
+        set_fused_norm(self, fused_norm)
 
     def stage_masks(self, mask: torch.Tensor) -> list[torch.Tensor | None]:
         """Per-stage masks (None for dense stages); see ``sparse.stage_masks``."""
@@ -88,7 +96,7 @@ class S3D(nn.Module):
             return feature
         conv = self.densify_convs[str(index)] if str(index) in self.densify_convs else None
         if conv is not None:
-            feature = masked_instance_norm(feature, mask)
+            feature = self.densify_norms[str(index)](feature, mask)
         if self.use_mask_token:
             token = self.mask_tokens[str(index)].to(feature.dtype)
             feature = torch.where(mask > 0, feature, token)
