@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from monai.data import MetaTensor
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 
@@ -20,6 +21,11 @@ __all__ = ["MaskedImageModelingIteration", "step_seed"]
 
 MASK = "mask"
 ANONYMIZATION_MASK = "anonymization_mask"
+
+
+def _plain(data) -> torch.Tensor:
+    """A torch.Tensor without MONAI metadata (``MetaTensor.as_tensor``), sharing memory."""
+    return data.as_tensor() if isinstance(data, MetaTensor) else torch.as_tensor(data)
 
 
 def step_seed(seed: int, iteration: int, rank: int = 0, world_size: int = 1) -> int:
@@ -40,6 +46,8 @@ class MaskedImageModelingIteration:
         grad_clip_norm: clip the global gradient norm to this value (the paper uses 12); None disables.
         amp: run forward and loss under bf16 autocast when the device is a GPU (ignored on CPU).
         seed: base seed for the masks; combined with the global iteration and the DDP rank.
+        channels_last: hand the patches to the network in ``torch.channels_last_3d`` memory format (use with a
+            network converted to that format). Defaults to False.
     """
 
     def __init__(
@@ -49,12 +57,14 @@ class MaskedImageModelingIteration:
         grad_clip_norm: float | None = 12.0,
         amp: bool = True,
         seed: int = 0,
+        channels_last: bool = False,
     ) -> None:
         self.mask_generator = mask_generator
         self.image_key = image_key
         self.grad_clip_norm = grad_clip_norm
         self.amp = amp
         self.seed = seed
+        self.channels_last = channels_last
 
     def _autocast(self, device: torch.device):
         if self.amp and device.type == "cuda":
@@ -65,14 +75,17 @@ class MaskedImageModelingIteration:
         if batchdata is None or self.image_key not in batchdata:
             raise ValueError(f"the batch must be a dict with the key '{self.image_key}', got {type(batchdata).__name__}.")
         device = torch.device(engine.state.device)
-        image = torch.as_tensor(batchdata[self.image_key]).to(device, non_blocking=engine.non_blocking)
+        # plain tensors: MONAI's MetaTensor would make torch.compile break the graph at every operation
+        image = _plain(batchdata[self.image_key]).to(device, non_blocking=engine.non_blocking)
         anonymization = batchdata.get(ANONYMIZATION_MASK)
         if anonymization is not None:
-            anonymization = torch.as_tensor(anonymization).to(device, non_blocking=engine.non_blocking)
+            anonymization = _plain(anonymization).to(device, non_blocking=engine.non_blocking)
         rank, world = rank_and_world()
         mask = self.mask_generator(
             image.shape[0], image.shape[2:], device, seed=step_seed(self.seed, engine.state.iteration, rank, world)
         )
+        if self.channels_last and image.ndim == 5:
+            image = image.contiguous(memory_format=torch.channels_last_3d)
         engine.state.output = {Keys.IMAGE: image, MASK: mask}
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)

@@ -201,3 +201,21 @@ def test_anonymization_masks_are_used_when_some_images_have_one(demo_datalist, t
     assert len(seen) == 2 and all(np.isfinite(seen))
     cached = wf.parser.get_parsed_content("datalist")
     assert sum("anonymization_mask" in e for e in cached) == 2
+
+
+def test_speed_switches_train_the_same_first_step(tiny_overrides, tmp_path):
+    """fused norm + channels_last + torch.compile give the same first-iteration loss as the plain eager run."""
+    losses = {}
+    for name, extra in {
+        "plain": {},
+        "fast": {"fused_norm": True, "channels_last": True, "compile": True, "compile_kwargs": {"backend": "aot_eager"}},
+    }.items():
+        overrides = dict(tiny_overrides, output_dir=str(tmp_path / name), max_steps=2, iterations_per_epoch=2, **extra)
+        wf = _workflow(overrides)
+        trainer = wf.parser.get_parsed_content("train#trainer")
+        seen = []
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e, seen=seen: seen.append(float(e.state.output["loss"])))
+        wf.run()
+        losses[name] = seen
+        resenc_unet("tiny").load_state_dict(torch.load(tmp_path / name / "models" / "model.pt", weights_only=True))
+    assert losses["fast"][0] == pytest.approx(losses["plain"][0], rel=1e-4)
