@@ -40,6 +40,7 @@ from custom_nets.data.manifest import (
 from custom_nets.data.parallel import run_tasks
 from custom_nets.data.quality import QualityThresholds
 from custom_nets.data.results import collect_results, without_shapes, write_results
+from custom_nets.distributed import barrier, is_initialized
 
 __all__ = ["preprocess_dataset", "prepare_dataset"]
 
@@ -249,18 +250,6 @@ def _without_cache_outputs(entries: list[dict], cache: Path, keys) -> list[dict]
     return kept
 
 
-def _distributed_ready() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    dist.barrier()
-
-
 def _as_thresholds(thresholds) -> QualityThresholds:
     """``None`` -> defaults; a dict (e.g. from a YAML config) -> ``QualityThresholds(**dict)``."""
     if thresholds is None:
@@ -353,7 +342,7 @@ def prepare_dataset(
         )
     cache = Path(os.path.abspath(os.fspath(cache_dir)))
     quality = _as_thresholds(thresholds)
-    distributed = world_size > 1 and _distributed_ready()
+    distributed = world_size > 1 and is_initialized()
     if distributed:
         import torch.distributed as dist
 
@@ -368,7 +357,7 @@ def prepare_dataset(
         if rank == 0 or not distributed:
             write_demo_dataset(source)
         if distributed:
-            _barrier()
+            barrier()
         dataset_dir = source / "datalist.json"
 
     keys = ("image", "anonymization_mask")
@@ -378,7 +367,7 @@ def prepare_dataset(
         num_workers = max(1, _available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     preprocess_dataset(entries, cache, num_workers, target_spacing, quality, keys, rank=rank, world_size=world_size)
     if distributed:
-        _barrier()
+        barrier()
     elif world_size > 1:
         logger.warning(
             "world_size=%d but torch.distributed is not initialised: cannot wait for the other ranks", world_size

@@ -42,6 +42,7 @@ from custom_nets.data.manifest import ManifestWriter, check_settings, entry_iden
 from custom_nets.data.parallel import run_tasks
 from custom_nets.data.preprocess import _plan, _Progress, _worker_count
 from custom_nets.data.segmentation_case import ERROR_CODES, LABELED_DATA_THRESHOLDS, preprocess_segmentation_case
+from custom_nets.distributed import barrier, rank_and_world
 from custom_nets.data.segmentation_datalist import load_segmentation_datalist, read_segmentation_dataset
 from custom_nets.data.spacing import resolve_target_spacing
 from custom_nets.data.splits import make_splits, select_split
@@ -81,17 +82,8 @@ def _check_modality(modality, ct_clip) -> tuple[str, tuple[float, float] | None]
 
 def _distributed_rank() -> int | None:
     """This process's rank when a multi-process ``torch.distributed`` group is running, else None."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return int(dist.get_rank())
-    return None
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    dist.barrier()
+    rank, world = rank_and_world()
+    return rank if world > 1 else None
 
 
 def _format_cases(items: list[tuple[str, str]]) -> str:
@@ -253,7 +245,7 @@ def prepare_segmentation_dataset(
     cache = Path(os.path.abspath(os.fspath(cache_dir)))
     rank = _distributed_rank()
     if rank:  # not rank 0: wait until rank 0 has built the cache, then only read it
-        _barrier()
+        barrier()
         num_workers = 0
     cache.mkdir(parents=True, exist_ok=True)
     if source is None:
@@ -261,5 +253,5 @@ def prepare_segmentation_dataset(
         source = write_demo_segmentation_dataset(cache / DEMO_SOURCE_FOLDER)
     result = _prepare(source, cache, target_spacing, modality, ct_clip, num_workers, key, write=not rank)
     if rank == 0:
-        _barrier()
+        barrier()
     return result

@@ -1,7 +1,7 @@
 """Training engine pieces plugged into MONAI's ``SupervisedTrainer``: train steps, checkpoints, handlers."""
 
 from custom_nets.engine.checkpoints import ResumableCheckpoint, atomic_torch_save, latest_checkpoint, unwrap
-from custom_nets.engine.dist import is_main_process, rank_and_world
+from custom_nets.distributed import is_main_process, rank_and_world
 from custom_nets.engine.freezing import set_trainable
 from custom_nets.engine.schedule_handler import ScheduleHandler
 from custom_nets.engine.schedules import SCHEDULES, Schedule, Stage, build_schedule

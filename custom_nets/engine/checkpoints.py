@@ -18,7 +18,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from custom_nets.data.atomic import atomic_torch_save
-from custom_nets.engine.dist import is_main_process
+from custom_nets.distributed import is_main_process
 from custom_nets.nets.wrappers import unwrap
 
 __all__ = ["ResumableCheckpoint", "latest_checkpoint", "atomic_torch_save", "unwrap"]

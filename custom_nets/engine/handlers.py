@@ -16,7 +16,7 @@ from ignite.engine import Engine, Events
 
 from custom_nets.data.atomic import atomic_torch_save, atomic_write_text
 from custom_nets.nets.wrappers import unwrap
-from custom_nets.engine.dist import is_main_process
+from custom_nets.distributed import is_main_process
 from custom_nets.engine.previews import PANELS, preview_grid, save_png
 
 __all__ = ["WriteJSON", "GradientClipping", "ProgressBar", "TensorBoardScalars", "ReconstructionPreview", "ExportWeights", "RunSummary"]

@@ -14,7 +14,7 @@ from monai.data import MetaTensor
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 
-from custom_nets.engine.dist import rank_and_world
+from custom_nets.distributed import rank_and_world
 from custom_nets.masking import BlockMaskGenerator
 
 __all__ = ["MaskedImageModelingIteration", "step_seed"]

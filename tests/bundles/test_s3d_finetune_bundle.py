@@ -101,16 +101,13 @@ def test_frozen_schedule_keeps_the_transferred_encoder(overrides, tmp_path, sour
     assert not torch.equal(trained[decoder_key], pretrained.state_dict()[decoder_key])
 
 
-def test_wrong_checkpoint_fails_loudly(overrides, tmp_path):
+def test_wrong_checkpoint_fails_loudly(overrides, tmp_path, error_chain):
     path = tmp_path / "demo_preset.pt"
     torch.save(resenc_unet("demo").state_dict(), path)
     with pytest.raises(Exception) as info:
         _run([TRAIN], pretrained_checkpoint=str(path), **overrides)
-    chain, err = [], info.value
-    while err is not None:
-        chain.append(str(err))
-        err = err.__cause__ or err.__context__
-    assert "demo" in "\n".join(chain) and str(path) in "\n".join(chain)
+    message = error_chain(info.value)
+    assert "demo" in message and str(path) in message
 
 
 def test_low_data_keeps_n_training_cases(overrides):

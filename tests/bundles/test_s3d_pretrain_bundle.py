@@ -27,15 +27,6 @@ def _workflow(overrides, config_files=(TRAIN,)):
     return wf
 
 
-def _error_chain(err: BaseException) -> str:
-    """All messages of an exception and its causes (MONAI wraps errors raised inside config expressions)."""
-    chain = []
-    while err is not None:
-        chain.append(str(err))
-        err = err.__cause__ or err.__context__
-    return "\n".join(chain)
-
-
 def _record_lr(trainer, log):
     @trainer.on(Events.ITERATION_STARTED)
     def _(engine):
@@ -71,7 +62,7 @@ def test_training_writes_weights_checkpoints_logs_and_pictures(tiny_overrides):
     assert "reconstruction" in events.Tags()["images"]
 
 
-def test_resume_after_a_crash_continues_at_the_same_iteration_and_lr(tiny_overrides, tmp_path):
+def test_resume_after_a_crash_continues_at_the_same_iteration_and_lr(tiny_overrides, tmp_path, error_chain):
     steps = dict(tiny_overrides, max_steps=6)
     reference_lr: list = []
     wf = _workflow(dict(steps, output_dir=str(tmp_path / "uninterrupted")))
@@ -89,7 +80,7 @@ def test_resume_after_a_crash_continues_at_the_same_iteration_and_lr(tiny_overri
 
     with pytest.raises(RuntimeError) as info:
         wf.run()
-    assert "simulated crash" in _error_chain(info.value)
+    assert "simulated crash" in error_chain(info.value)
     ckpt_dir = Path(steps["output_dir"]) / "checkpoints"
     assert latest_checkpoint(ckpt_dir).name == "checkpoint_iter000000004.pt"
     saved = torch.load(latest_checkpoint(ckpt_dir), weights_only=True)
@@ -119,12 +110,12 @@ def test_resume_after_a_crash_continues_at_the_same_iteration_and_lr(tiny_overri
         torch.testing.assert_close(a, b)
 
 
-def test_missing_dataset_dir_names_the_path_and_the_fix(tiny_overrides, tmp_path):
+def test_missing_dataset_dir_names_the_path_and_the_fix(tiny_overrides, tmp_path, error_chain):
     missing = tmp_path / "no_such_folder"
     wf = _workflow(dict(tiny_overrides, dataset_dir=str(missing)))
     with pytest.raises(Exception) as info:
         wf.run()
-    message = _error_chain(info.value)
+    message = error_chain(info.value)
     assert str(missing) in message and "dataset_dir" in message
 
 
