@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["check_overrides", "epochs_for", "config_files_from_argv"]
+__all__ = ["check_overrides", "epochs_for", "config_files_from_argv", "require_method"]
 
 # Arguments of ``python -m monai.bundle run`` itself, not config overrides.
 RUNNER_ARGUMENTS = frozenset(
@@ -108,3 +108,22 @@ def epochs_for(max_steps: int, iterations_per_epoch: int) -> int:
             f"--max_steps {lower} or {lower + iterations_per_epoch}, or set --iterations_per_epoch to a divisor."
         )
     return math.ceil(max_steps / iterations_per_epoch)
+
+
+def require_method(method: str | None, argv: Sequence[str] | None = None) -> str:
+    """Raise a ValueError that lists the method files when the baselines' ``common.yaml`` runs without one.
+
+    Args:
+        method: the ``method`` setting (None when no method file followed ``common.yaml``).
+        argv: the command line; defaults to ``sys.argv`` (used only to find the method files beside common.yaml).
+    """
+    if method:
+        return str(method)
+    files = config_files_from_argv(list(sys.argv if argv is None else argv))
+    folder = Path(files[0]).parent if files else Path("bundles/baselines/configs")
+    choices = sorted(p.name for p in folder.glob("*.yaml") if p.name not in {"common.yaml", "multi_gpu_train.yaml", "demo.yaml"})
+    raise ValueError(
+        "common.yaml holds only the settings shared by the baselines: name a method file after it, e.g. "
+        f"--config_file \"['{folder / 'common.yaml'}','{folder / (choices[0] if choices else 'models_genesis.yaml')}']\""
+        f" (method files in {folder}: {', '.join(choices) or 'none found'})."
+    )

@@ -44,6 +44,7 @@ __all__ = [
     "encoder_layout",
     "nnssl_checkpoint",
     "export_nnssl",
+    "pretrained_state_dict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -389,6 +390,11 @@ def load_pretrained(
         raise ValueError(f"network must be a torch module (a ResEncUNet), got {type(network).__name__}.")
     checkpoint = _read(path_or_state)
     targets = module.state_dict(keep_vars=True)
+    if scope == "encoder+decoder" and not any(k.startswith(DECODER_PREFIXES) for k in checkpoint.state):
+        raise ValueError(
+            f"{checkpoint.source} has no pre-trained decoder (methods such as SimCLR, VoCo and AMAES train only "
+            "the encoder): fine-tune it with transfer_scope 'encoder'."
+        )
     copies, report, failures, n_encoder = _match(targets, checkpoint, scope)
     if n_encoder == 0:
         raise ValueError(
@@ -600,6 +606,32 @@ def _dense_state(network_or_state: nn.Module | Mapping[str, torch.Tensor]) -> di
     if any(k.startswith(BACKBONE_PREFIX) for k in state):
         state = dense_state_dict(state)
     return {k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def pretrained_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
+    """What a pre-training run hands to fine-tuning: ResEnc weights with nnU-Net's key names, on the CPU.
+
+    - a ``ResEncUNet`` (dense MAE-style reconstruction, Models Genesis, Volume Fusion): its state dict;
+    - ``S3D`` or any wrapper that keeps its ``ResEncUNet`` as ``backbone`` (the contrastive and multi-task
+      baselines): the backbone's state dict, pre-training heads dropped;
+    - when the wrapper declares ``decoder_pretrained = False`` (its U-Net decoder never saw a gradient), only
+      the stem and encoder, so that an ``encoder+decoder`` transfer fails clearly instead of loading an
+      untrained decoder.
+
+    Args:
+        network: the trained network, possibly wrapped by DDP / DataParallel / torch.compile.
+    """
+    module = unwrap(network)
+    backbone = getattr(module, "backbone", module)
+    if not isinstance(backbone, nn.Module):
+        raise ValueError(f"expected a ResEncUNet or a wrapper with a 'backbone' ResEncUNet, got {type(network).__name__}.")
+    state = _strip_wrappers(backbone.state_dict())
+    if not getattr(module, "decoder_pretrained", True):
+        layout = _Layout()
+        state = {k: v for k, v in state.items() if layout.in_encoder(k)}
+    if not state:
+        raise ValueError(f"{type(module).__name__} has no ResEnc encoder weights to export.")
+    return {k: v.detach().cpu() for k, v in state.items()}
 
 
 def _nnssl_arch_kwargs(preset: str) -> dict:

@@ -328,3 +328,36 @@ def test_bad_arguments():
         load_pretrained(_tiny(), {}, scope="decoder")
     with pytest.raises(ValueError, match="holds no state dict"):
         load_pretrained(_tiny(), {"epoch": 3})
+
+
+class _EncoderOnlyMethod(nn.Module):
+    """A pre-training wrapper whose U-Net decoder gets no gradient (like SimCLR / VoCo / AMAES)."""
+
+    decoder_pretrained = False
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = resenc_unet("tiny", in_channels=1, num_classes=1)
+        self.projection = nn.Linear(16, 8)
+
+
+def test_pretrained_state_dict_of_each_kind_of_network(tmp_path):
+    from custom_nets.transfer import pretrained_state_dict
+
+    unet = resenc_unet("tiny", in_channels=1, num_classes=1)
+    assert pretrained_state_dict(unet).keys() == unet.state_dict().keys()
+    s3d = S3D(resenc_unet("tiny", in_channels=1, num_classes=1), block_size=8)
+    assert pretrained_state_dict(s3d).keys() == dense_state_dict(s3d).keys()
+    method = _EncoderOnlyMethod()
+    state = pretrained_state_dict(method)
+    assert state and all(k.startswith(("encoder.stem", "encoder.stages")) for k in state)
+    assert not any("projection" in k for k in state)
+    for key, value in state.items():
+        assert torch.equal(value, method.backbone.state_dict()[key])
+    # the encoder-only export loads for encoder transfer, and encoder+decoder transfer says why it cannot
+    torch.save(state, tmp_path / "model.pt")
+    target = resenc_unet("tiny", in_channels=2, num_classes=3)
+    report = load_pretrained(target, tmp_path / "model.pt", scope="encoder")
+    assert len(report.loaded) == N_ENCODER
+    with pytest.raises(ValueError, match="no pre-trained decoder.*transfer_scope 'encoder'"):
+        load_pretrained(target, tmp_path / "model.pt", scope="encoder+decoder")

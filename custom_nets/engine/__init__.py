@@ -5,8 +5,17 @@ from custom_nets.distributed import is_main_process, rank_and_world
 from custom_nets.engine.freezing import set_trainable
 from custom_nets.engine.schedule_handler import ScheduleHandler
 from custom_nets.engine.schedules import SCHEDULES, Schedule, Stage, build_schedule
-from custom_nets.engine.handlers import ExportWeights, GradientClipping, ProgressBar, ReconstructionPreview, RunSummary, TensorBoardScalars, WriteJSON
-from custom_nets.engine.iterations import MaskedImageModelingIteration, step_seed
+from custom_nets.engine.handlers import (
+    ExportWeights,
+    GradientClipping,
+    PretextPreview,
+    ProgressBar,
+    ReconstructionPreview,
+    RunSummary,
+    TensorBoardScalars,
+    WriteJSON,
+)
+from custom_nets.engine.iterations import MaskedImageModelingIteration, PretextIteration, step_seed
 
 __all__ = [
     "ResumableCheckpoint",
@@ -23,6 +32,8 @@ __all__ = [
     "TensorBoardScalars",
     "WriteJSON",
     "MaskedImageModelingIteration",
+    "PretextIteration",
+    "PretextPreview",
     "SCHEDULES",
     "Schedule",
     "ScheduleHandler",

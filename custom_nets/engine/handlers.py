@@ -17,7 +17,7 @@ from ignite.engine import Engine, Events
 from custom_nets.data.atomic import atomic_torch_save, atomic_write_text
 from custom_nets.nets.wrappers import unwrap
 from custom_nets.distributed import is_main_process
-from custom_nets.engine.previews import PANELS, preview_grid, save_png
+from custom_nets.engine.previews import PANELS, preview_grid, pretext_grid, save_png
 
 __all__ = ["WriteJSON", "GradientClipping", "ProgressBar", "TensorBoardScalars", "ReconstructionPreview", "ExportWeights", "RunSummary"]
 
@@ -142,6 +142,57 @@ class ReconstructionPreview:
         if self.writer is not None:
             self.writer.add_image("reconstruction", picture[None], engine.state.iteration)
             self.writer.add_text("reconstruction/columns", " | ".join(PANELS), engine.state.iteration)
+        return path
+
+
+class PretextPreview:
+    """Every ``interval`` iterations, save a PNG (and a TensorBoard image) of the first sample of a pretext task.
+
+    Columns: network input / output / target, where the output and target are volumes of the input's size
+    (``previews.pretext_grid``); contrastive methods show their input views only. A dict output is shown
+    through its ``output_key`` entry. Files: ``<output_dir>/pretext_iter<N>.png``.
+
+    Args:
+        output_dir: folder for the PNG files.
+        interval: iterations between pictures. Defaults to 1000.
+        summary_writer: optional TensorBoard writer; the picture goes under the tag "pretext".
+        output_key: entry of a dict output to show (e.g. "reconstruction"). Defaults to "reconstruction".
+        target_key: entry of ``engine.state.output`` holding the target. Defaults to "target".
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        interval: int = 1000,
+        summary_writer=None,
+        output_key: str = "reconstruction",
+        target_key: str = "target",
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.interval = max(int(interval), 1)
+        self.writer = summary_writer
+        self.output_key = output_key
+        self.target_key = target_key
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+
+    def __call__(self, engine: Engine) -> Path | None:
+        if not is_main_process():
+            return None
+        out = engine.state.output
+        pred = out.get("pred")
+        if isinstance(pred, dict):
+            pred = pred.get(self.output_key)
+        pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+        first = (lambda t: t[0] if isinstance(t, torch.Tensor) and t.ndim >= 4 else None)
+        picture, names = pretext_grid(out["input"][0], first(pred), first(out.get(self.target_key)))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"pretext_iter{engine.state.iteration:09d}.png"
+        save_png(picture, path)
+        if self.writer is not None:
+            self.writer.add_image("pretext", picture[None], engine.state.iteration)
+            self.writer.add_text("pretext/columns", " | ".join(names), engine.state.iteration)
         return path
 
 

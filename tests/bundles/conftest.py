@@ -19,6 +19,12 @@ def shared_cache(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("cache"))
 
 
+@pytest.fixture(scope="session")
+def finetune_cache(tmp_path_factory) -> str:
+    """One cache of the synthetic labeled dataset and its preprocessing for every fine-tuning test."""
+    return str(tmp_path_factory.mktemp("finetune_cache"))
+
+
 @pytest.fixture
 def tiny_overrides(demo_datalist, shared_cache, tmp_path):
     """Overrides that make train.yaml a seconds-long CPU run; tests add or change keys."""

@@ -18,11 +18,6 @@ CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "s3d_finetune" / "co
 TRAIN, EVALUATE, INFERENCE = (str(CONFIGS / n) for n in ("train.yaml", "evaluate.yaml", "inference.yaml"))
 
 
-@pytest.fixture(scope="session")
-def finetune_cache(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("finetune_cache"))
-
-
 @pytest.fixture
 def overrides(finetune_cache, tmp_path):
     return {

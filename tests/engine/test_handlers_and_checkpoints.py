@@ -89,3 +89,22 @@ def test_max_steps_must_fill_whole_epochs():
     assert epochs_for(250_000, 250) == 1000
     with pytest.raises(ValueError, match="--max_steps 250 or 500"):
         epochs_for(260, 250)
+
+
+def test_pretext_preview_shows_class_outputs_as_argmax_and_skips_embeddings():
+    from custom_nets.engine.previews import pretext_grid
+
+    image = torch.rand(1, 8, 8, 8)
+    logits = torch.zeros(5, 8, 8, 8)
+    logits[3, :, :, :4] = 1.0  # class 3 on one half, class 0 elsewhere
+    target = torch.zeros(8, 8, 8)
+    target[:, :, :4] = 3
+    picture, names = pretext_grid(image, logits, target, gap=0, min_size=8)
+    assert names == ["network input", "output (argmax)", "target"]
+    axial = picture[:8]
+    out, tgt = axial[:, 8:16], axial[:, 16:24]
+    # class maps are shown in the window [0, K - 1]: class 3 of 5 -> 255 * 3 / 4
+    assert set(np.unique(out)) == {0, int(255 * 3 / 4)}
+    assert np.array_equal(out, tgt)
+    picture, names = pretext_grid(image, torch.randn(4, 16), None, gap=0, min_size=8)  # embeddings: input only
+    assert names == ["network input"] and picture.shape == (24, 8)

@@ -1,0 +1,111 @@
+"""The baselines bundle: every method pre-trains two steps on CPU with the tiny preset and its weights load into
+the fine-tuning bundle; the shared settings are S3D's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from custom_nets.nets import resenc_unet
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "bundles" / "baselines" / "configs"
+COMMON = str(CONFIGS / "common.yaml")
+S3D_TRAIN = str(ROOT / "bundles" / "s3d_pretrain" / "configs" / "train.yaml")
+FINETUNE = str(ROOT / "bundles" / "s3d_finetune" / "configs" / "train.yaml")
+
+# Per method: the tiny-scale settings a CPU test needs (views cut from the loader's 32^3 patches), and whether
+# the method trains the U-Net decoder (then its model.pt also carries decoder weights).
+METHODS = {
+    "dense_mae": ({}, True),
+}
+# Stem + encoder tensors of the tiny preset (counted in tests/test_transfer.py).
+N_ENCODER = 61
+
+
+def _run(config_files, **overrides):
+    wf = ConfigWorkflow(config_file=list(config_files), workflow_type="train", logging_file=False, **overrides)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def test_every_method_file_is_tested():
+    files = {p.stem for p in CONFIGS.glob("*.yaml")} - {"common", "multi_gpu_train", "scratch"}
+    assert files == set(METHODS), "add the new method's tiny settings to METHODS"
+
+
+def test_common_alone_names_the_method_files(tiny_overrides, error_chain):
+    with pytest.raises(Exception) as info:
+        _run([COMMON], **{k: v for k, v in tiny_overrides.items() if k != "block_size"})
+    message = error_chain(info.value)
+    assert "name a method file after it" in message and "dense_mae.yaml" in message
+
+
+def test_shared_settings_are_those_of_s3d():
+    ours, s3d = ConfigParser(), ConfigParser()
+    ours.read_config([COMMON, str(CONFIGS / "dense_mae.yaml")])
+    s3d.read_config(S3D_TRAIN)
+    for key in (
+        "max_steps", "batch_size", "patch_size", "target_spacing", "quality_thresholds", "learning_rate", "momentum",
+        "weight_decay", "poly_exponent", "grad_clip_norm", "amp", "iterations_per_epoch", "network_preset", "seed",
+    ):
+        assert ours.get_parsed_content(key) == s3d.get_parsed_content(key), key
+
+    skip = {"R", "keys", "allow_missing_keys", "mode", "padding_mode", "overrides"}
+
+    def value(v, depth=0):
+        if hasattr(v, "__dict__") and not isinstance(v, (type, torch.dtype)) and depth < 4:
+            return (type(v).__name__, {k: value(x, depth + 1) for k, x in sorted(vars(v).items()) if k not in skip and not k.startswith("_")})
+        if isinstance(v, (list, tuple)):
+            return [value(x, depth + 1) for x in v]
+        return repr(v)
+
+    def describe(parser):
+        compose = parser.get_parsed_content("train#preprocessing", instantiate=True)
+        # S3D's optional anonymisation masks are not part of the baselines
+        return [value(t) for t in compose.transforms if type(t).__name__ != "FillMissingMaskd"]
+
+    assert describe(ours) == describe(s3d)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_two_training_steps_and_the_weights_load_into_finetuning(method, tiny_overrides, finetune_cache, tmp_path):
+    settings, decoder_pretrained = METHODS[method]
+    overrides = {**tiny_overrides, "max_steps": 2, "iterations_per_epoch": 2, "preview_interval": 1, **settings}
+    if method != "dense_mae":
+        overrides.pop("block_size")
+    _run([COMMON, str(CONFIGS / f"{method}.yaml")], **overrides)
+    out = Path(overrides["output_dir"])
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_iter000000002.pt"]
+    assert list((out / "previews").glob("*.png"))
+    info = json.loads((out / "models" / "pretraining.json").read_text())
+    assert info["method"] == method and info["decoder_pretrained"] is decoder_pretrained
+    weights = torch.load(out / "models" / "model.pt", weights_only=True)
+    reference = resenc_unet("tiny", in_channels=1, num_classes=1).state_dict()
+    encoder_keys = {k for k in reference if k.startswith(("encoder.stem", "encoder.stages"))}
+    assert encoder_keys <= set(weights)
+    assert any(k.startswith("decoder.stages") for k in weights) is decoder_pretrained
+    # the training really changed the encoder (compare with the checkpoint's first-step optimiser state)
+    assert all(weights[k].shape == reference[k].shape for k in encoder_keys)
+
+    # the fine-tuning bundle loads it with the same command as an S3D checkpoint (2 modalities: stem replicated)
+    parser = ConfigParser()
+    parser.read_config(FINETUNE)
+    parser.update(
+        {
+            "dataset_dir": None, "cache_dir": finetune_cache, "output_dir": str(tmp_path / "finetune"),
+            "network_preset": "tiny", "patch_size": [32, 32, 32], "device": "cpu",
+            "pretrained_checkpoint": str(out / "models" / "model.pt"),
+        }
+    )
+    report = parser.get_parsed_content("transfer_report")
+    assert len(report.loaded) == N_ENCODER and report.replicated_stem
+    network = parser.get_parsed_content("network")
+    for key in encoder_keys - {"encoder.stem.convs.0.conv.weight", "encoder.stem.convs.0.all_modules.0.weight"}:
+        assert torch.equal(network.state_dict()[key], weights[key]), key
