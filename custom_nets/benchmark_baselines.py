@@ -41,8 +41,8 @@ TINY_SETTINGS = {
     "models_genesis": {},
     "volume_fusion": {},
     "amaes": {},
-    "simclr": {},
-    "voco": {},
+    "simclr": {"crop_size": [16, 16, 16]},
+    "voco": {"voco_grid": [2, 2, 1], "crop_size": [16, 16, 16], "patch_size": [32, 32, 16]},
     "swinunetr": {},
 }
 

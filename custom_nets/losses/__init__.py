@@ -1,5 +1,14 @@
-"""Pre-training and segmentation losses, one per module."""
+"""Pre-training losses, one per module; each is called as the bundles' ``loss_function``.
+
+``MaskedMSELoss`` (S3D, dense MAE) takes ``(pred, image, mask, anonymization_mask)``; the baselines' losses take
+``(outputs, views)`` from ``custom_nets.engine.PretextIteration``.
+"""
 
 from custom_nets.losses.masked_mse import MaskedMSELoss
+from custom_nets.losses.ntxent import NTXentLoss
+from custom_nets.losses.swinunetr_ssl import SwinUNETRSSLLoss
+from custom_nets.losses.view_mse import ViewMSELoss
+from custom_nets.losses.voco import VoCoLoss
+from custom_nets.losses.volume_fusion import VolumeFusionLoss
 
-__all__ = ["MaskedMSELoss"]
+__all__ = ["MaskedMSELoss", "NTXentLoss", "SwinUNETRSSLLoss", "ViewMSELoss", "VoCoLoss", "VolumeFusionLoss"]

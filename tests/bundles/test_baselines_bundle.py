@@ -10,6 +10,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from custom_nets.benchmark_baselines import TINY_SETTINGS
 from custom_nets.nets import resenc_unet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,10 +19,16 @@ COMMON = str(CONFIGS / "common.yaml")
 S3D_TRAIN = str(ROOT / "bundles" / "s3d_pretrain" / "configs" / "train.yaml")
 FINETUNE = str(ROOT / "bundles" / "s3d_finetune" / "configs" / "train.yaml")
 
-# Per method: the tiny-scale settings a CPU test needs (views cut from the loader's 32^3 patches), and whether
-# the method trains the U-Net decoder (then its model.pt also carries decoder weights).
+# Per method: whether it trains the U-Net decoder (then its model.pt also carries decoder weights). The tiny-scale
+# settings a CPU run needs (views cut from 32^3 patches) are the benchmark's TINY_SETTINGS.
 METHODS = {
-    "dense_mae": ({}, True),
+    "dense_mae": True,
+    "models_genesis": True,
+    "volume_fusion": True,
+    "amaes": False,
+    "simclr": False,
+    "voco": False,
+    "swinunetr": True,
 }
 # Stem + encoder tensors of the tiny preset (counted in tests/test_transfer.py).
 N_ENCODER = 61
@@ -76,11 +83,10 @@ def test_shared_settings_are_those_of_s3d():
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_two_training_steps_and_the_weights_load_into_finetuning(method, tiny_overrides, finetune_cache, tmp_path):
-    settings, decoder_pretrained = METHODS[method]
-    overrides = {**tiny_overrides, "max_steps": 2, "iterations_per_epoch": 2, "preview_interval": 1, **settings}
-    if method != "dense_mae":
-        overrides.pop("block_size")
-    _run([COMMON, str(CONFIGS / f"{method}.yaml")], **overrides)
+    decoder_pretrained = METHODS[method]
+    overrides = {k: v for k, v in tiny_overrides.items() if k != "block_size"}
+    overrides.update({"max_steps": 2, "iterations_per_epoch": 2, "preview_interval": 1, **TINY_SETTINGS[method]})
+    workflow = _run([COMMON, str(CONFIGS / f"{method}.yaml")], **overrides)
     out = Path(overrides["output_dir"])
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_iter000000002.pt"]
     assert list((out / "previews").glob("*.png"))
@@ -91,8 +97,18 @@ def test_two_training_steps_and_the_weights_load_into_finetuning(method, tiny_ov
     encoder_keys = {k for k in reference if k.startswith(("encoder.stem", "encoder.stages"))}
     assert encoder_keys <= set(weights)
     assert any(k.startswith("decoder.stages") for k in weights) is decoder_pretrained
-    # the training really changed the encoder (compare with the checkpoint's first-step optimiser state)
     assert all(weights[k].shape == reference[k].shape for k in encoder_keys)
+    # the pretext task trains the encoder: every encoder parameter has a non-zero optimiser state (momentum / Adam
+    # moments) after two steps, and model.pt holds the trained values
+    network = workflow.parser.get_parsed_content("network")
+    trainable = [(n, p) for n, p in network.named_parameters() if p.requires_grad]
+    state = torch.load(out / "checkpoints" / "checkpoint_iter000000002.pt", weights_only=True)["optimizer"]["state"]
+    encoder = [i for i, (n, _) in enumerate(trainable) if ".encoder.stages." in "." + n]
+    assert encoder and all(any(v.abs().sum() > 0 for v in state[i].values() if v.ndim) for i in encoder)
+    for name, param in trainable:
+        dense = name.split("backbone.", 1)[-1]
+        if dense in weights:
+            assert torch.equal(weights[dense], param.detach().cpu()), name
 
     # the fine-tuning bundle loads it with the same command as an S3D checkpoint (2 modalities: stem replicated)
     parser = ConfigParser()

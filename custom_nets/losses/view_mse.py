@@ -1,0 +1,48 @@
+"""Reconstruction MSE with the pretext ``loss(outputs, views)`` contract, over all voxels or masked ones only."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from custom_nets.losses.masked_mse import MaskedMSELoss
+
+__all__ = ["ViewMSELoss"]
+
+
+class ViewMSELoss(nn.Module):
+    """Mean squared error between the network output and a target carried in the views.
+
+    Two uses in the baselines:
+    - Models Genesis (Zhou et al., arXiv 1908.06912) restores the whole patch: every voxel counts
+      (``mask_key=None``), ``mean((outputs - views["target"])^2)``.
+    - AMAES (Munk et al., arXiv 2408.00640) is a masked autoencoder: only masked voxels count
+      (``mask_key="mask"``, 1 = visible), delegated to ``MaskedMSELoss`` so the average is over all masked voxels
+      of the batch, as for S3D and the dense MAE.
+
+    The error is computed in float32.
+
+    Args:
+        target_key: views entry with the (B, C, *spatial) target. Defaults to "target".
+        mask_key: views entry with a (B, 1, *spatial) mask, 1 = visible (not counted), or None to count every
+            voxel. Defaults to None.
+
+    Call: ``loss(outputs, views)`` with ``outputs`` (B, C, *spatial); returns a scalar.
+    """
+
+    def __init__(self, target_key: str = "target", mask_key: str | None = None) -> None:
+        super().__init__()
+        self.target_key = target_key
+        self.mask_key = mask_key
+        self.masked = MaskedMSELoss()
+
+    def forward(self, outputs: torch.Tensor, views: dict[str, torch.Tensor]) -> torch.Tensor:
+        target = views[self.target_key]
+        if outputs.shape != target.shape:
+            raise ValueError(
+                f"outputs {tuple(outputs.shape)} and views['{self.target_key}'] {tuple(target.shape)} differ; the "
+                "network needs as many output channels as the target has (num_classes = in_channels)."
+            )
+        if self.mask_key is None:
+            return (outputs.float() - target.float()).square().mean()
+        return self.masked(outputs, target, views[self.mask_key])
