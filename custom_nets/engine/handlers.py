@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
@@ -101,7 +102,36 @@ class TensorBoardScalars:
         self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
 
 
-class ReconstructionPreview:
+class _PeriodicPicture:
+    """Every ``interval`` iterations, on the main process, save a picture as PNG and optionally to TensorBoard."""
+
+    def __init__(self, output_dir: str | os.PathLike, interval: int, summary_writer, tag: str) -> None:
+        self.output_dir = Path(output_dir)
+        self.interval = max(int(interval), 1)
+        self.writer = summary_writer
+        self.tag = tag
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+
+    def picture(self, output: dict) -> tuple[np.ndarray, list[str]]:
+        """(uint8 picture, column names) of ``engine.state.output``."""
+        raise NotImplementedError
+
+    def __call__(self, engine: Engine) -> Path | None:
+        if not is_main_process():
+            return None
+        picture, columns = self.picture(engine.state.output)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"{self.tag}_iter{engine.state.iteration:09d}.png"
+        save_png(picture, path)
+        if self.writer is not None:
+            self.writer.add_image(self.tag, picture[None], engine.state.iteration)
+            self.writer.add_text(f"{self.tag}/columns", " | ".join(columns), engine.state.iteration)
+        return path
+
+
+class ReconstructionPreview(_PeriodicPicture):
     """Every ``interval`` iterations, save a PNG (and a TensorBoard image) of the first sample's reconstruction.
 
     Columns: input / masked input / reconstruction / target (see ``previews.preview_grid``); rows: axial,
@@ -121,31 +151,16 @@ class ReconstructionPreview:
         summary_writer=None,
         keys: tuple[str, str, str] = ("image", "mask", "pred"),
     ) -> None:
-        self.output_dir = Path(output_dir)
-        self.interval = max(int(interval), 1)
-        self.writer = summary_writer
+        super().__init__(output_dir, interval, summary_writer, tag="reconstruction")
         self.keys = keys
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
-
-    def __call__(self, engine: Engine) -> Path | None:
-        if not is_main_process():
-            return None
-        out = engine.state.output
-        image, mask, pred = (out[k] for k in self.keys)
+    def picture(self, output: dict) -> tuple[np.ndarray, list[str]]:
+        image, mask, pred = (output[k] for k in self.keys)
         pred = pred[0] if isinstance(pred, (list, tuple)) else pred
-        picture = preview_grid(image[0], mask[0], pred[0])
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / f"reconstruction_iter{engine.state.iteration:09d}.png"
-        save_png(picture, path)
-        if self.writer is not None:
-            self.writer.add_image("reconstruction", picture[None], engine.state.iteration)
-            self.writer.add_text("reconstruction/columns", " | ".join(PANELS), engine.state.iteration)
-        return path
+        return preview_grid(image[0], mask[0], pred[0]), list(PANELS)
 
 
-class PretextPreview:
+class PretextPreview(_PeriodicPicture):
     """Every ``interval`` iterations, save a PNG (and a TensorBoard image) of the first sample of a pretext task.
 
     Columns: network input / output / target, where the output and target are volumes of the input's size
@@ -168,32 +183,20 @@ class PretextPreview:
         output_key: str = "reconstruction",
         target_key: str = "target",
     ) -> None:
-        self.output_dir = Path(output_dir)
-        self.interval = max(int(interval), 1)
-        self.writer = summary_writer
+        super().__init__(output_dir, interval, summary_writer, tag="pretext")
         self.output_key = output_key
         self.target_key = target_key
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
-
-    def __call__(self, engine: Engine) -> Path | None:
-        if not is_main_process():
-            return None
-        out = engine.state.output
-        pred = out.get("pred")
+    def picture(self, output: dict) -> tuple[np.ndarray, list[str]]:
+        pred = output.get("pred")
         if isinstance(pred, dict):
             pred = pred.get(self.output_key)
         pred = pred[0] if isinstance(pred, (list, tuple)) else pred
-        first = (lambda t: t[0] if isinstance(t, torch.Tensor) and t.ndim >= 4 else None)
-        picture, names = pretext_grid(out["input"][0], first(pred), first(out.get(self.target_key)))
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / f"pretext_iter{engine.state.iteration:09d}.png"
-        save_png(picture, path)
-        if self.writer is not None:
-            self.writer.add_image("pretext", picture[None], engine.state.iteration)
-            self.writer.add_text("pretext/columns", " | ".join(names), engine.state.iteration)
-        return path
+
+        def first(t):
+            return t[0] if isinstance(t, torch.Tensor) and t.ndim >= 4 else None
+
+        return pretext_grid(output["input"][0], first(pred), first(output.get(self.target_key)))
 
 
 class ExportWeights:

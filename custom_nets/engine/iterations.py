@@ -65,7 +65,35 @@ def _detached(value):
     return value
 
 
-class MaskedImageModelingIteration:
+class _TrainStep:
+    """What every train step shares: where the patches are, clipping, bf16 autocast, the seed, memory format."""
+
+    def __init__(
+        self, image_key: str, grad_clip_norm: float | None, amp: bool, seed: int, channels_last: bool
+    ) -> None:
+        self.image_key = image_key
+        self.grad_clip_norm = grad_clip_norm
+        self.amp = amp
+        self.seed = seed
+        self.channels_last = channels_last
+
+    def _autocast(self, device: torch.device):
+        return _autocast(self.amp, device)
+
+    def _patches(self, engine, batchdata: dict) -> torch.Tensor:
+        """The batch's patches as a plain tensor on the engine's device (MONAI's MetaTensor would make
+        torch.compile break the graph at every operation)."""
+        if batchdata is None or self.image_key not in batchdata:
+            raise ValueError(f"the batch must be a dict with the key '{self.image_key}', got {type(batchdata).__name__}.")
+        return _plain(batchdata[self.image_key]).to(torch.device(engine.state.device), non_blocking=engine.non_blocking)
+
+    def _memory_format(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and tensor.ndim == 5:
+            return tensor.contiguous(memory_format=torch.channels_last_3d)
+        return tensor
+
+
+class MaskedImageModelingIteration(_TrainStep):
     """One S3D / MAE train step: draw a mask, reconstruct, masked loss, backward, clip, optimiser step.
 
     The network is called through ``engine.inferer`` as ``network(image, mask)``; the loss as
@@ -91,22 +119,12 @@ class MaskedImageModelingIteration:
         seed: int = 0,
         channels_last: bool = False,
     ) -> None:
+        super().__init__(image_key, grad_clip_norm, amp, seed, channels_last)
         self.mask_generator = mask_generator
-        self.image_key = image_key
-        self.grad_clip_norm = grad_clip_norm
-        self.amp = amp
-        self.seed = seed
-        self.channels_last = channels_last
-
-    def _autocast(self, device: torch.device):
-        return _autocast(self.amp, device)
 
     def __call__(self, engine, batchdata: dict) -> dict:
-        if batchdata is None or self.image_key not in batchdata:
-            raise ValueError(f"the batch must be a dict with the key '{self.image_key}', got {type(batchdata).__name__}.")
-        device = torch.device(engine.state.device)
-        # plain tensors: MONAI's MetaTensor would make torch.compile break the graph at every operation
-        image = _plain(batchdata[self.image_key]).to(device, non_blocking=engine.non_blocking)
+        image = self._patches(engine, batchdata)
+        device = image.device
         anonymization = batchdata.get(ANONYMIZATION_MASK)
         if anonymization is not None:
             anonymization = _plain(anonymization).to(device, non_blocking=engine.non_blocking)
@@ -114,8 +132,7 @@ class MaskedImageModelingIteration:
         mask = self.mask_generator(
             image.shape[0], image.shape[2:], device, seed=step_seed(self.seed, engine.state.iteration, rank, world)
         )
-        if self.channels_last and image.ndim == 5:
-            image = image.contiguous(memory_format=torch.channels_last_3d)
+        image = self._memory_format(image)
         engine.state.output = {Keys.IMAGE: image, MASK: mask}
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
@@ -133,7 +150,7 @@ class MaskedImageModelingIteration:
         return engine.state.output
 
 
-class PretextIteration:
+class PretextIteration(_TrainStep):
     """One train step of a pretext task: views on the device, forward, loss, backward, clip, optimiser step.
 
     Per iteration::
@@ -173,12 +190,8 @@ class PretextIteration:
     ) -> None:
         if not callable(pretext):
             raise ValueError(f"pretext must be a callable (image, generator) -> dict, got {type(pretext).__name__}.")
+        super().__init__(image_key, grad_clip_norm, amp, seed, channels_last)
         self.pretext = pretext
-        self.image_key = image_key
-        self.grad_clip_norm = grad_clip_norm
-        self.amp = amp
-        self.seed = seed
-        self.channels_last = channels_last
 
     def views(self, image: torch.Tensor, iteration: int) -> dict[str, torch.Tensor]:
         """The pretext views of ``image`` at global ``iteration`` (seeded as in training)."""
@@ -194,19 +207,14 @@ class PretextIteration:
         return views
 
     def __call__(self, engine, batchdata: dict) -> dict:
-        if batchdata is None or self.image_key not in batchdata:
-            raise ValueError(f"the batch must be a dict with the key '{self.image_key}', got {type(batchdata).__name__}.")
-        device = torch.device(engine.state.device)
-        image = _plain(batchdata[self.image_key]).to(device, non_blocking=engine.non_blocking)
+        image = self._patches(engine, batchdata)
         with torch.no_grad():
             views = self.views(image, engine.state.iteration)
-        network_input = views["input"]
-        if self.channels_last and network_input.ndim == 5:
-            network_input = network_input.contiguous(memory_format=torch.channels_last_3d)
+        network_input = self._memory_format(views["input"])
         engine.state.output = {Keys.IMAGE: image, **views}
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
-        with _autocast(self.amp, device):
+        with self._autocast(image.device):
             outputs = engine.inferer(network_input, engine.network)
             engine.state.output[Keys.PRED] = outputs
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
+from bundle_runs import run_workflow as _run
+from monai.bundle import ConfigParser
 
 from custom_nets.benchmark_baselines import TINY_SETTINGS
 from custom_nets.nets import resenc_unet
@@ -32,14 +33,6 @@ METHODS = {
 }
 # Stem + encoder tensors of the tiny preset (counted in tests/test_transfer.py).
 N_ENCODER = 61
-
-
-def _run(config_files, **overrides):
-    wf = ConfigWorkflow(config_file=list(config_files), workflow_type="train", logging_file=False, **overrides)
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
 
 
 def test_every_method_file_is_tested():

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bundle_runs import run_workflow as _run
 from monai.bundle import ConfigWorkflow
 
 from custom_nets.nets import S3D, resenc_unet
@@ -32,14 +33,6 @@ def overrides(finetune_cache, tmp_path):
         "num_workers": 0,
         "device": "cpu",
     }
-
-
-def _run(config_files, **overrides):
-    wf = ConfigWorkflow(config_file=list(config_files), workflow_type="train", logging_file=False, **overrides)
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
 
 
 def _encoder(state):
