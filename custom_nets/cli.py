@@ -5,6 +5,13 @@ Commands:
                 same seed, data and steps, evaluate both and print a DSC/NSD table (a few minutes on a CPU).
     preprocess  check and preprocess an unlabeled collection once, before (multi-GPU) pre-training.
     export_nnssl convert this project's weights into an nnssl/OpenMind ``checkpoint_final.pth``.
+    export_bundle export a fine-tuning run as a self-contained MONAI model-zoo bundle (folder + zip).
+    import_nnssl fetch an nnssl/OpenMind checkpoint + adaptation plan from the Hugging Face Hub for fine-tuning.
+    evaluate    DSC/NSD of a folder of predicted label maps (e.g. nnU-Net's) against reference labels.
+    nnunet_splits write a fine-tuning run's ``splits.json`` as nnU-Net's ``splits_final.json`` ("No (Dyn.)" anchor).
+    study       ``study run study.yaml`` fine-tunes and evaluates every (method, dataset, seed) pair of an evaluation
+                study and writes the ranked results table and plots; ``study report``, ``study compare study.yaml
+                methodA methodB`` (paired Wilcoxon test), ``study demo`` (see ``docs/study.md``).
 
 Every stage runs the bundles' own configs through MONAI's ``ConfigWorkflow``, exactly like
 ``python -m monai.bundle run``.
@@ -18,7 +25,7 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["run_bundle", "demo", "preprocess", "export_nnssl", "main"]
+__all__ = ["run_bundle", "demo", "preprocess", "export_nnssl", "export_bundle", "import_nnssl", "main"]
 
 REPO_BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
 logger = logging.getLogger(__name__)
@@ -123,8 +130,65 @@ def export_nnssl(checkpoint: str, output: str, preset: str | None = None) -> str
     return output
 
 
+def export_bundle(
+    run_dir: str, output_dir: str, name: str = "s3d_finetune", version: str = "0.1.0",
+    changelog: str = "exported fine-tuned weights", large_files_url: str | None = None, overwrite: bool = False,
+) -> str:
+    """Export a fine-tuning run as a MONAI model-zoo bundle ``<output_dir>/<name>/`` and ``<name>_v<version>.zip``
+    that runs without this package (see ``docs/model_zoo.md``)."""
+    from custom_nets.export import export_bundle as _export
+
+    return str(_export(run_dir, output_dir, name=name, version=version, changelog=changelog,
+                       large_files_url=large_files_url, overwrite=overwrite))
+
+
+def import_nnssl(source: str, output: str, revision: str | None = None) -> str:
+    """Fetch an nnssl/OpenMind ``checkpoint_final.pth`` + ``adaptation_plan.json`` from a Hugging Face Hub repo
+    (or a local folder) into one checkpoint for the fine-tuning bundle's ``--pretrained_checkpoint``."""
+    from custom_nets.export.nnssl_hub import import_nnssl as _import
+
+    return str(_import(source, output, revision=revision))
+
+
+def nnunet_splits(splits_file: str, output: str, low_data: int | None = None) -> str:
+    """Write our ``splits.json`` as nnU-Net v2's ``splits_final.json`` (80/20: one fold validating on our test
+    cases), so nnU-Net's own per-dataset plans ("No (Dyn.)") train and test on the same cases."""
+    from custom_nets.data.nnunet_splits import write_nnunet_splits
+
+    return write_nnunet_splits(splits_file, output, low_data=low_data)
+
+
+def evaluate(
+    pred_dir: str, labels_dir: str, dataset_json: str, output_dir: str | None = None, tolerance_mm: float = 2.0,
+    cases: str | None = None,
+) -> dict:
+    """Score predicted label maps (``<case>.nii.gz``) against the references in ``labels_dir`` with the same DSC and
+    NSD code as the fine-tuning bundle's evaluation; class names come from ``dataset_json``'s "labels". With
+    ``cases`` (a ``splits.json``), only its test cases are scored. Writes ``metrics_per_case.csv``,
+    ``summary.json`` and ``summary.csv`` to ``output_dir`` (default ``pred_dir``)."""
+    from custom_nets.evaluation import evaluate_folder
+
+    labels = json.loads(Path(dataset_json).read_text(encoding="utf-8"))["labels"]
+    references = sorted(str(p) for p in Path(labels_dir).glob("*.nii*"))
+    if cases is not None:
+        wanted = set(json.loads(Path(cases).read_text(encoding="utf-8"))["test"])
+        references = [r for r in references if Path(r).name.split(".nii")[0] in wanted]
+    if not references:
+        raise FileNotFoundError(f"no reference label maps (*.nii, *.nii.gz) for the requested cases in '{labels_dir}'.")
+    return evaluate_folder(pred_dir, references, labels, tolerance_mm=tolerance_mm, output_dir=output_dir)
+
+
+def _study_commands() -> dict:
+    """``study run | report | compare | demo`` (``custom_nets.evaluation.study``)."""
+    from custom_nets.evaluation.study import cli_commands
+
+    return cli_commands()
+
+
 def main() -> None:
     import fire
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
-    fire.Fire({"demo": demo, "preprocess": preprocess, "export_nnssl": export_nnssl})
+    fire.Fire({"demo": demo, "preprocess": preprocess, "export_nnssl": export_nnssl,
+               "export_bundle": export_bundle, "import_nnssl": import_nnssl,
+               "evaluate": evaluate, "nnunet_splits": nnunet_splits, "study": _study_commands()})
