@@ -180,7 +180,7 @@ def evaluate(
 
 def _study_commands() -> dict:
     """``study run | report | compare | demo`` (``custom_nets.evaluation.study``)."""
-    from custom_nets.evaluation.study import cli_commands
+    from custom_nets.evaluation.study_demo import cli_commands
 
     return cli_commands()
 
