@@ -1,0 +1,1 @@
+"""Code copied into exported model-zoo bundles as their ``scripts/`` package (torch and MONAI only)."""
