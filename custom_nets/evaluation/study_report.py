@@ -302,5 +302,5 @@ def report_study(study: Study | str | os.PathLike) -> dict[str, Path]:
         compare_methods(study, *study.compare)
         stem = f"compare_{study.compare[0]}_vs_{study.compare[1]}"
         written[f"{stem}.md"] = Path(study.output_dir, "results", f"{stem}.md")
-    logger.info("Study results in %s:\n%s", Path(study.output_dir, "results"), table_md)
+    logger.info("Study results (table, CSVs, plots) in %s", Path(study.output_dir, "results"))
     return written
