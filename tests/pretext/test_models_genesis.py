@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 import torch
+from pretext_training import two_sgd_steps
 
 from custom_nets.losses.view_mse import ViewMSELoss
 from custom_nets.nets import resenc_unet
@@ -198,20 +199,9 @@ def test_two_training_steps_on_cpu_and_the_weights_load_for_fine_tuning():
     torch.manual_seed(0)
     transform, loss_function = ModelsGenesis(), ViewMSELoss()
     network = resenc_unet("tiny", in_channels=1, num_classes=1)
-    optimizer = torch.optim.SGD(network.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
     image = torch.randn(2, 1, 32, 32, 32)
+    two_sgd_steps(network, transform, loss_function, image, trained=[network.encoder.stem, network.decoder.stages[0]])
     stem = network.encoder.stem.convs[0].conv.weight
-    before = stem.detach().clone()
-    for step in range(2):
-        views = transform(image, _generator(step))
-        loss = loss_function(network(views["input"]), views)
-        assert torch.isfinite(loss)
-        optimizer.zero_grad()
-        loss.backward()
-        assert stem.grad.abs().sum() > 0
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 12)
-        optimizer.step()
-    assert not torch.equal(before, stem)
     fine_tune = resenc_unet("tiny", in_channels=1, num_classes=3)
     load_pretrained(fine_tune, network.state_dict(), scope="encoder+decoder")
     assert torch.equal(fine_tune.encoder.stem.convs[0].conv.weight, stem)
