@@ -69,7 +69,8 @@ def _table(rows: list[tuple[str, dict]], labels: dict) -> str:
 
 
 def demo(output_dir: str = "runs/demo", pretrain_steps: int = 100, finetune_epochs: int = 12, device: str = "cpu") -> str:
-    """Whole pipeline on the embedded synthetic data; prints and returns a Markdown table of test DSC/NSD.
+    """Whole pipeline on the embedded synthetic data; returns (the command line prints) a report with the Markdown
+    table of test DSC/NSD, also written to ``<output_dir>/results.md``.
 
     Args:
         output_dir: where every stage writes (``pretrain/``, ``scratch/``, ``s3d/``, shared caches).
@@ -107,9 +108,8 @@ def demo(output_dir: str = "runs/demo", pretrain_steps: int = 100, finetune_epoc
         " meaningful comparison - this shows the pipeline, not the method):\n\n"
         f"{table}\n\nOutputs: {out}\n"
     )
-    print(report)
     (out / "results.md").write_text(report)
-    return table
+    return report  # the command line prints it
 
 
 def preprocess(dataset_dir: str, cache_dir: str, num_workers: int | None = None, target_spacing: float = 1.0) -> str:
