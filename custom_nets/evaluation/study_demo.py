@@ -46,20 +46,24 @@ def _demo_config(epochs: int, device: str, low_data: Sequence[int], bootstrap_sa
 
 
 def _pretrain_demo(out: Path, steps: int, device: str, runner: Callable[..., object]) -> None:
-    """Pre-train the demo's two tiny checkpoints (S3D and dense MAE), skipping those that exist."""
-    configs = Path(__file__).resolve().parents[2] / "bundles" / "s3d_pretrain" / "configs"
-    variants = {"s3d": {}, "dense_mae": {"sparse": False, "mask_token": False, "densify": False, "mask_ratio": 0.75}}
-    for name, switches in variants.items():
+    """Pre-train the demo's two tiny checkpoints, skipping those that exist: S3D with the S3D bundle, dense MAE with
+    the baselines bundle (``common.yaml`` + ``dense_mae.yaml``), the way a user runs each."""
+    bundles = Path(__file__).resolve().parents[2] / "bundles"
+    s3d, baselines = bundles / "s3d_pretrain" / "configs", bundles / "baselines" / "configs"
+    configs = {
+        "s3d": [str(s3d / "train.yaml"), str(s3d / "demo.yaml")],
+        "dense_mae": [str(baselines / "common.yaml"), str(baselines / "dense_mae.yaml")],
+    }
+    for name, files in configs.items():
         run_dir = out / "pretrain" / name
         if (run_dir / "models" / "model.pt").is_file():
             logger.info("pre-trained %s weights exist in %s: skipped", name, run_dir)
             continue
         runner(
-            [str(configs / "train.yaml"), str(configs / "demo.yaml")],
+            files,
             output_dir=str(run_dir), cache_dir=str(out / "pretrain" / "cache"), network_preset="tiny",
             patch_size=[32, 32, 32], block_size=8, batch_size=2, max_steps=int(steps), iterations_per_epoch=int(steps),
             checkpoint_interval=int(steps), preview_interval=int(steps), num_workers=0, device=device, seed=0,
-            **switches,
         )
 
 
