@@ -118,3 +118,28 @@ def test_two_training_steps_and_the_weights_load_into_finetuning(method, tiny_ov
     network = parser.get_parsed_content("network")
     for key in encoder_keys - {"encoder.stem.convs.0.conv.weight", "encoder.stem.convs.0.all_modules.0.weight"}:
         assert torch.equal(network.state_dict()[key], weights[key]), key
+
+
+def test_two_process_ddp_on_cpu_for_an_encoder_only_method(tiny_overrides):
+    """SimCLR through torchrun: the unused U-Net decoder must not stall DDP, rank 0 writes the encoder weights."""
+    import os
+    import subprocess
+    import sys
+
+    overrides = {k: v for k, v in tiny_overrides.items() if k != "block_size"}
+    overrides.update({"max_steps": 2, "iterations_per_epoch": 2, **TINY_SETTINGS["simclr"]})
+    configs = [COMMON, str(CONFIGS / "simclr.yaml"), str(CONFIGS / "multi_gpu_train.yaml")]
+    args = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "monai.bundle", "run", "training", "--config_file", str(configs).replace(" ", ""),
+    ]
+    for key, value in overrides.items():
+        args += [f"--{key}", str(value).replace(" ", "")]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    out = Path(overrides["output_dir"])
+    weights = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert weights and all(k.startswith(("encoder.stem", "encoder.stages")) for k in weights)
+    checkpoint = torch.load(out / "checkpoints" / "checkpoint_iter000000002.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in checkpoint["network"])
