@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from bundle_runs import run_workflow as _run
-from monai.bundle import ConfigParser
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 from custom_nets.benchmark_baselines import TINY_SETTINGS
 from custom_nets.nets import resenc_unet
@@ -143,3 +143,53 @@ def test_two_process_ddp_on_cpu_for_an_encoder_only_method(tiny_overrides):
     assert weights and all(k.startswith(("encoder.stem", "encoder.stages")) for k in weights)
     checkpoint = torch.load(out / "checkpoints" / "checkpoint_iter000000002.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in checkpoint["network"])
+
+
+def test_amaes_resumes_after_a_crash_with_its_adamw_and_warmup_cosine_state(tiny_overrides, tmp_path, error_chain):
+    """AMAES has its own optimiser and schedule: a crashed run resumes at the same iteration, lr and Adam moments."""
+    from ignite.engine import Events
+
+    from custom_nets.engine import latest_checkpoint
+
+    overrides = {k: v for k, v in tiny_overrides.items() if k != "block_size"}
+    overrides.update({"max_steps": 6, "iterations_per_epoch": 2, "checkpoint_interval": 2, "warmup_epochs": 1})
+    files = [COMMON, str(CONFIGS / "amaes.yaml")]
+
+    def workflow(output_dir):
+        wf = ConfigWorkflow(config_file=files, workflow_type="train", logging_file=False, **dict(overrides, output_dir=output_dir))
+        wf.initialize()
+        trainer, lrs = wf.parser.get_parsed_content("train#trainer"), []
+        trainer.add_event_handler(
+            Events.ITERATION_STARTED, lambda e: lrs.append((e.state.iteration, e.optimizer.param_groups[0]["lr"]))
+        )
+        return wf, trainer, lrs
+
+    wf, _, reference = workflow(str(tmp_path / "uninterrupted"))
+    wf.run()
+    run_dir = str(tmp_path / "crashed")
+    wf, trainer, crashed = workflow(run_dir)
+
+    @trainer.on(Events.ITERATION_COMPLETED(once=3))
+    def crash(engine):
+        raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError) as info:
+        wf.run()
+    assert "simulated crash" in error_chain(info.value)
+    saved = torch.load(latest_checkpoint(Path(run_dir) / "checkpoints"), weights_only=True)
+    assert latest_checkpoint(Path(run_dir) / "checkpoints").name == "checkpoint_iter000000002.pt"
+
+    wf, trainer, resumed = workflow(run_dir)
+    restored = {}
+    trainer.add_event_handler(
+        Events.ITERATION_STARTED(once=3),
+        lambda e: restored.update(moments=[s["exp_avg"].clone() for s in e.optimizer.state.values()]),
+    )
+    wf.run()
+    assert [i for i, _ in resumed] == [3, 4, 5, 6]
+    combined = crashed[:2] + resumed
+    assert [lr for _, lr in combined] == pytest.approx([lr for _, lr in reference], rel=1e-12)
+    assert len({lr for _, lr in reference}) > 2  # warm-up then cosine: the lr really changes
+    saved_moments = [s["exp_avg"] for s in saved["optimizer"]["state"].values()]
+    assert len(saved_moments) == len(restored["moments"])
+    assert all(torch.equal(a, b) for a, b in zip(saved_moments, restored["moments"]))
