@@ -103,7 +103,8 @@ class TensorBoardScalars:
 
 
 class _PeriodicPicture:
-    """Every ``interval`` iterations, on the main process, save a picture as PNG and optionally to TensorBoard."""
+    """Every ``interval`` iterations and at the end of training, on the main process, save a picture as PNG and
+    optionally to TensorBoard."""
 
     def __init__(self, output_dir: str | os.PathLike, interval: int, summary_writer, tag: str) -> None:
         self.output_dir = Path(output_dir)
@@ -113,6 +114,13 @@ class _PeriodicPicture:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+        # a run shorter than the interval, or ending between two pictures, still shows its final state
+        engine.add_event_handler(Events.COMPLETED, self._final)
+
+    def _final(self, engine: Engine) -> Path | None:
+        if engine.state.output is None or engine.state.iteration % self.interval == 0:
+            return None
+        return self(engine)
 
     def picture(self, output: dict) -> tuple[np.ndarray, list[str]]:
         """(uint8 picture, column names) of ``engine.state.output``."""

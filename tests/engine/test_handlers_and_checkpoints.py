@@ -108,3 +108,26 @@ def test_pretext_preview_shows_class_outputs_as_argmax_and_skips_embeddings():
     assert np.array_equal(out, tgt)
     picture, names = pretext_grid(image, torch.randn(4, 16), None, gap=0, min_size=8)  # embeddings: input only
     assert names == ["network input"] and picture.shape == (24, 8)
+
+
+def test_pictures_every_interval_and_once_more_at_the_end(tmp_path):
+    from ignite.engine import Engine
+
+    from custom_nets.engine import ReconstructionPreview
+
+    image = torch.rand(1, 1, 8, 8, 8)
+
+    def step(engine, batch):
+        return {"image": image, "mask": torch.ones_like(image), "pred": image}
+
+    engine = Engine(step)
+    ReconstructionPreview(tmp_path, interval=2).attach(engine)
+    engine.run([0] * 5, max_epochs=1)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        f"reconstruction_iter00000000{i}.png" for i in (2, 4, 5)
+    ]
+    again = tmp_path / "again"
+    engine = Engine(step)
+    ReconstructionPreview(again, interval=2).attach(engine)
+    engine.run([0] * 4, max_epochs=1)  # ends on a picture: no duplicate
+    assert len(list(again.glob("*.png"))) == 2
