@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from bundle_runs import run_workflow as _run
 from monai.bundle import ConfigParser, ConfigWorkflow
 
@@ -31,6 +32,9 @@ METHODS = {
     "voco": False,
     "swinunetr": True,
 }
+# Columns of the preview pictures: input / masked input / reconstruction / target for dense MAE, input / output /
+# target for methods whose output and target are volumes, the input alone for contrastive methods.
+PREVIEW_COLUMNS = {"dense_mae": 4, "simclr": 1, "voco": 1}
 # Stem + encoder tensors of the tiny preset (counted in tests/test_transfer.py).
 N_ENCODER = 61
 
@@ -82,7 +86,11 @@ def test_two_training_steps_and_the_weights_load_into_finetuning(method, tiny_ov
     workflow = _run([COMMON, str(CONFIGS / f"{method}.yaml")], **overrides)
     out = Path(overrides["output_dir"])
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_iter000000002.pt"]
-    assert list((out / "previews").glob("*.png"))
+    pictures = sorted((out / "previews").glob("*.png"))
+    assert len(pictures) == 2
+    columns = PREVIEW_COLUMNS.get(method, 3)
+    with Image.open(pictures[-1]) as picture:  # 128-pixel panels (small patches are enlarged), 2-pixel gaps
+        assert picture.width == columns * 128 + (columns - 1) * 2, (method, picture.size)
     info = json.loads((out / "models" / "pretraining.json").read_text())
     assert info["method"] == method and info["decoder_pretrained"] is decoder_pretrained
     weights = torch.load(out / "models" / "model.pt", weights_only=True)
