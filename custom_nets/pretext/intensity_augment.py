@@ -13,12 +13,15 @@ nnU-Net's default ranges are used:
 | multiplicative Gaussian noise | 0.2 | ``x (1 + n)``, n ~ N(0, v), v ~ U(0, 0.1) |
 | Gibbs ringing | 0.2 | k-space truncated along one random axis to a fraction U(0.3, 0.9) of its frequencies |
 | motion ghosting | 0.2 | one random axis: every r-th k-space line but the centre, r ~ U{2..11}, times U(0.85, 0.95) |
+| simulated low resolution | 0.1 | each axis with p 0.33: nearest-neighbour down to zoom U(0.5, 1.0) of its size, linear back |
 | gamma | 0.2 | per channel: min-max to [0, 1], ``v^gamma``, gamma ~ U(0.7, 1.5), back, mean and std restored |
 
 The gamma transform inverts the image before and after with p 0.01 (AMAES' "inverts colors").
 
-Not implemented: AMAES' simulated low resolution (p 0.1; a per-sample resize needs per-sample shapes) and
-elastic deformation (spatial, the data loader's job).
+Simulated low resolution keeps every tensor at the patch size: the coarse grid of each sample and axis is
+expressed as gather indices and linear weights on the original grid (what ``F.interpolate`` with
+"nearest-exact" down and "linear" back would compute), so samples with different zooms share one batched op.
+Not implemented: elastic deformation (spatial, the data loader's job).
 
 Every branch is computed for the whole batch and selected per sample with ``torch.where``; all randomness
 comes from the given ``torch.Generator``. Works for 2-D and 3-D patches (B, C, *spatial).
@@ -77,7 +80,8 @@ class IntensityAugmentation:
 
     Args:
         bias_field_prob, blur_prob, noise_prob, multiplicative_noise_prob, ringing_prob, ghosting_prob,
-        gamma_prob: per-sample probabilities. Default to 0.33, 0.1, 0.2, 0.2, 0.2, 0.2, 0.2.
+        gamma_prob, low_resolution_prob: per-sample probabilities. Default to 0.33, 0.1, 0.2, 0.2, 0.2, 0.2, 0.2,
+        0.1.
         invert_prob: probability of inverting the image around the gamma transform. Defaults to 0.01.
         bias_field_std: std of the log bias field at its control points. Defaults to 0.2.
         blur_sigma: (low, high) sigma in voxels. Defaults to (0.5, 1.0).
@@ -86,6 +90,9 @@ class IntensityAugmentation:
         ghosting_alpha: (low, high) scale of the ghosting lines. Defaults to (0.85, 0.95).
         ghosting_repetitions: (low, high) line period, inclusive. Defaults to (2, 11).
         gamma: (low, high) gamma. Defaults to (0.7, 1.5).
+        low_resolution_axis_prob: probability that a low-resolution sample is coarsened along each axis. Defaults
+            to 0.33.
+        low_resolution_zoom: (low, high) fraction of the axis' voxels kept on the coarse grid. Defaults to (0.5, 1.0).
 
     Call: ``augmented = IntensityAugmentation()(image, generator)``, (B, C, *spatial) -> the same shape.
     """
@@ -107,6 +114,9 @@ class IntensityAugmentation:
         ghosting_alpha: tuple[float, float] = (0.85, 0.95),
         ghosting_repetitions: tuple[int, int] = (2, 11),
         gamma: tuple[float, float] = (0.7, 1.5),
+        low_resolution_prob: float = 0.1,
+        low_resolution_axis_prob: float = 0.33,
+        low_resolution_zoom: tuple[float, float] = (0.5, 1.0),
     ) -> None:
         probabilities = {
             "bias_field": bias_field_prob,
@@ -117,6 +127,7 @@ class IntensityAugmentation:
             "ghosting": ghosting_prob,
             "gamma": gamma_prob,
             "invert": invert_prob,
+            "low_resolution": low_resolution_prob,
         }
         for name, value in probabilities.items():
             if not 0.0 <= float(value) <= 1.0:
@@ -132,6 +143,11 @@ class IntensityAugmentation:
         for name, (low, high) in ranges.items():
             if not 0 <= low <= high:
                 raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {(low, high)}.")
+        if not 0.0 <= float(low_resolution_axis_prob) <= 1.0 or not 0 < low_resolution_zoom[0] <= low_resolution_zoom[1] <= 1:
+            raise ValueError(
+                "low_resolution_axis_prob must be in [0, 1] and low_resolution_zoom (low, high) with "
+                f"0 < low <= high <= 1; got {low_resolution_axis_prob} and {low_resolution_zoom}."
+            )
         if blur_sigma[0] <= 0 or gamma[0] <= 0 or ringing_keep[1] > 1 or ghosting_repetitions[0] < 1:
             raise ValueError(
                 "blur sigma and gamma must be > 0, ringing_keep <= 1 and ghosting_repetitions >= 1; got "
@@ -142,6 +158,8 @@ class IntensityAugmentation:
         self.blur_sigma, self.noise_variance, self.ringing_keep = blur_sigma, noise_variance, ringing_keep
         self.ghosting_alpha, self.gamma = ghosting_alpha, gamma
         self.ghosting_repetitions = (int(ghosting_repetitions[0]), int(ghosting_repetitions[1]))
+        self.low_resolution_axis_prob = float(low_resolution_axis_prob)
+        self.low_resolution_zoom = (float(low_resolution_zoom[0]), float(low_resolution_zoom[1]))
 
     def draw_flags(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """(B,) bool per augmentation name: which samples get it."""
@@ -214,6 +232,35 @@ class IntensityAugmentation:
 
         return self._filter_kspace(image, axis, scale_lines)
 
+    def low_resolution(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Coarsen each chosen axis of each sample to zoom x its size (nearest-exact) and interpolate back linearly.
+
+        Axes that are not chosen get zoom 1, for which the indices are the identity and the weights 0.
+        """
+        batch_size, _, *spatial = image.shape
+        x = image
+        for d, size in enumerate(spatial):
+            zoom = _uniform(batch_size, *self.low_resolution_zoom, generator)
+            chosen = torch.rand(batch_size, generator=generator, device=generator.device) < self.low_resolution_axis_prob
+            coarse = torch.where(chosen, (size * zoom).round().clamp_min(1), torch.full_like(zoom, float(size)))
+            coarse = coarse[:, None].to(torch.float64)
+            position = torch.arange(size, device=image.device, dtype=torch.float64)[None]
+            # linear up-sampling (align_corners=False): fine voxel i reads coarse coordinate c
+            c = ((position + 0.5) * coarse / size - 0.5).clamp_min(0)
+            low = c.floor()
+            high = torch.minimum(low + 1, coarse - 1)
+            weight = (c - low).to(image.dtype)
+
+            def fine_index(k: torch.Tensor) -> torch.Tensor:
+                # nearest-exact down-sampling: coarse voxel k holds fine voxel floor((k + 0.5) * size / coarse)
+                return ((k + 0.5) * size / coarse).floor().clamp(0, size - 1).long()
+
+            view = [batch_size, 1] + [1] * len(spatial)
+            view[2 + d] = size
+            gather = (lambda idx: torch.gather(x, 2 + d, idx.view(view).expand_as(x)))
+            x = gather(fine_index(low)) * (1 - weight.view(view)) + gather(fine_index(high)) * weight.view(view)
+        return x
+
     def gamma_transform(self, image: torch.Tensor, invert: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         batch_size, channels = image.shape[:2]
         sign = _per_sample(torch.where(invert, -1.0, 1.0), image.ndim).to(image.dtype)
@@ -232,7 +279,7 @@ class IntensityAugmentation:
             raise ValueError(f"expected a (B, C, *spatial) batch with 1 to 3 spatial axes, got {tuple(image.shape)}.")
         flags = self.draw_flags(image.shape[0], generator)
         x = image
-        for name in ("bias_field", "blur", "noise", "multiplicative_noise", "ringing", "ghosting"):
+        for name in ("bias_field", "blur", "noise", "multiplicative_noise", "ringing", "ghosting", "low_resolution"):
             x = torch.where(_per_sample(flags[name], x.ndim), getattr(self, name)(x, generator), x)
         gamma = self.gamma_transform(x, flags["invert"], generator)
         return torch.where(_per_sample(flags["gamma"], x.ndim), gamma, x)

@@ -5,7 +5,7 @@ import torch
 
 from custom_nets.pretext.intensity_augment import IntensityAugmentation, gaussian_blur
 
-NAMES = ("bias_field", "blur", "noise", "multiplicative_noise", "ringing", "ghosting", "gamma")
+NAMES = ("bias_field", "blur", "noise", "multiplicative_noise", "ringing", "ghosting", "gamma", "low_resolution")
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -20,7 +20,7 @@ def _only(name: str, **kwargs) -> IntensityAugmentation:
 def test_probabilities_are_honoured_over_many_draws():
     flags = IntensityAugmentation().draw_flags(20000, _generator(0))
     expected = {"bias_field": 0.33, "blur": 0.1, "noise": 0.2, "multiplicative_noise": 0.2, "ringing": 0.2,
-                "ghosting": 0.2, "gamma": 0.2, "invert": 0.01}
+                "ghosting": 0.2, "gamma": 0.2, "invert": 0.01, "low_resolution": 0.1}
     for name, p in expected.items():
         assert abs(flags[name].float().mean().item() - p) < 0.015, name
 
@@ -140,3 +140,53 @@ def test_bad_arguments_are_named():
         IntensityAugmentation(blur_prob=2.0)
     with pytest.raises(ValueError, match="gamma"):
         IntensityAugmentation(gamma=(1.5, 0.7))
+
+
+def _low_resolution_oracle(sample: torch.Tensor, coarse_sizes) -> torch.Tensor:
+    """One sample, one axis at a time: F.interpolate nearest-exact down to the coarse size, linear back."""
+    import torch.nn.functional as F
+
+    x = sample[None]
+    for d, coarse in enumerate(coarse_sizes):
+        size = x.shape[2 + d]
+        if coarse == size:
+            continue
+        moved = x.movedim(2 + d, -1)
+        flat = moved.reshape(-1, 1, size)
+        down = F.interpolate(flat, size=coarse, mode="nearest-exact")
+        up = F.interpolate(down, size=size, mode="linear", align_corners=False)
+        x = up.reshape(moved.shape).movedim(-1, 2 + d)
+    return x[0]
+
+
+def test_low_resolution_equals_interpolate_down_and_up_per_sample_and_axis():
+    augment = _only("low_resolution", low_resolution_axis_prob=0.5)
+    image = torch.randn(6, 2, 12, 10, 9)
+    generator = _generator(3)
+    state = generator.get_state()
+    out = augment.low_resolution(image, generator)
+    # replay the draws of low_resolution (zoom, then axis choice, per axis) to get each sample's coarse sizes
+    generator.set_state(state)
+    sizes = []
+    for size in image.shape[2:]:
+        zoom = torch.rand(6, generator=generator, dtype=torch.float32) * 0.5 + 0.5
+        chosen = torch.rand(6, generator=generator) < 0.5
+        sizes.append([int(round(size * z)) if c else size for z, c in zip(zoom.tolist(), chosen.tolist())])
+    changed = 0
+    for b in range(6):
+        coarse = [max(1, sizes[d][b]) for d in range(3)]
+        changed += coarse != list(image.shape[2:])
+        torch.testing.assert_close(out[b], _low_resolution_oracle(image[b], coarse), rtol=1e-5, atol=1e-5)
+    assert changed >= 2  # the draw really coarsened some samples
+
+
+def test_low_resolution_at_zoom_one_is_the_identity_and_removes_detail_below_one():
+    image = torch.randn(2, 1, 16, 16, 16)
+    same = _only("low_resolution", low_resolution_axis_prob=1.0, low_resolution_zoom=(1.0, 1.0))
+    assert torch.equal(same.low_resolution(image, _generator(0)), image)
+    half = _only("low_resolution", low_resolution_axis_prob=1.0, low_resolution_zoom=(0.5, 0.5))
+    coarse = half.low_resolution(image, _generator(0))
+    # a checkerboard-like random image loses most of its variance at half resolution on every axis
+    assert coarse.var() < 0.5 * image.var()
+    with pytest.raises(ValueError, match="low_resolution_zoom"):
+        IntensityAugmentation(low_resolution_zoom=(0.0, 1.0))
