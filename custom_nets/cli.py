@@ -167,12 +167,13 @@ def evaluate(
     ``cases`` (a ``splits.json``), only its test cases are scored. Writes ``metrics_per_case.csv``,
     ``summary.json`` and ``summary.csv`` to ``output_dir`` (default ``pred_dir``)."""
     from custom_nets.evaluation import evaluate_folder
+    from custom_nets.evaluation.evaluate import case_id_of
 
     labels = json.loads(Path(dataset_json).read_text(encoding="utf-8"))["labels"]
     references = sorted(str(p) for p in Path(labels_dir).glob("*.nii*"))
     if cases is not None:
         wanted = set(json.loads(Path(cases).read_text(encoding="utf-8"))["test"])
-        references = [r for r in references if Path(r).name.split(".nii")[0] in wanted]
+        references = [r for r in references if case_id_of(r) in wanted]
     if not references:
         raise FileNotFoundError(f"no reference label maps (*.nii, *.nii.gz) for the requested cases in '{labels_dir}'.")
     return evaluate_folder(pred_dir, references, labels, tolerance_mm=tolerance_mm, output_dir=output_dir)

@@ -121,7 +121,10 @@ def require_method(method: str | None, argv: Sequence[str] | None = None) -> str
         return str(method)
     files = config_files_from_argv(list(sys.argv if argv is None else argv))
     folder = Path(files[0]).parent if files else Path("bundles/baselines/configs")
-    choices = sorted(p.name for p in folder.glob("*.yaml") if p.name not in {"common.yaml", "multi_gpu_train.yaml", "demo.yaml"})
+    from monai.bundle import ConfigParser
+
+    # method files are the ones that name a method (not the shared, multi-GPU or fine-tuning overrides)
+    choices = sorted(p.name for p in folder.glob("*.yaml") if ConfigParser.load_config_file(p).get("method"))
     raise ValueError(
         "common.yaml holds only the settings shared by the baselines: name a method file after it, e.g. "
         f"--config_file \"['{folder / 'common.yaml'}','{folder / (choices[0] if choices else 'models_genesis.yaml')}']\""

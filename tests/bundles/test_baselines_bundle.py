@@ -49,6 +49,7 @@ def test_common_alone_names_the_method_files(tiny_overrides, error_chain):
         _run([COMMON], **{k: v for k, v in tiny_overrides.items() if k != "block_size"})
     message = error_chain(info.value)
     assert "name a method file after it" in message and "dense_mae.yaml" in message
+    assert "scratch.yaml" not in message  # a fine-tuning override, not a pre-training method
 
 
 def test_shared_settings_are_those_of_s3d():
