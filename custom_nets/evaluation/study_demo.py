@@ -17,7 +17,7 @@ import yaml
 from custom_nets.data.atomic import atomic_write_text
 from custom_nets.evaluation.study import _default_runner, run_study
 from custom_nets.evaluation.study_report import compare_methods, report_study
-from custom_nets.evaluation.study_schema import SCRATCH, load_study
+from custom_nets.evaluation.study_schema import SCRATCH
 
 __all__ = ["cli_commands", "demo_study"]
 
@@ -108,8 +108,7 @@ def demo_study(
     study_file = out / "study.yaml"
     atomic_write_text(study_file, "# Demo study written by `python -m custom_nets study demo`\n"
                       + yaml.safe_dump(config, sort_keys=False))
-    run_study(study_file, runner=runner)
-    return Path(out, "results", "table.md").read_text(encoding="utf-8")
+    return run_study(study_file, runner=runner)["table.md"].read_text(encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------------ command line
@@ -117,8 +116,7 @@ def demo_study(
 
 def _run_command(study_file: str) -> str:
     """Fine-tune and evaluate every pair not done yet, write the reports; prints the results table."""
-    run_study(study_file)
-    return Path(load_study(study_file).output_dir, "results", "table.md").read_text(encoding="utf-8")
+    return run_study(study_file)["table.md"].read_text(encoding="utf-8")
 
 
 def _report_command(study_file: str) -> str:
