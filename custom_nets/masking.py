@@ -1,9 +1,10 @@
 """Random cubic block masks for masked-image-modelling pre-training.
 
 The patch is tiled by non-overlapping cubes of ``block_size`` voxels (aligned to the patch origin); for every
-sample, exactly ``round(ratio * n_blocks)`` blocks are masked, where ``ratio`` is fixed or drawn per sample from
-U[low, high] (S3D's final setting is U[0.6, 0.9] with 16^3 blocks; 32^3 blocks align with ResEnc-L's 5^3
-bottleneck at 160^3, the variant described in the paper's text).
+sample, exactly ``round(ratio * n_blocks)`` blocks are masked (at most ``n_blocks - 1``: one block always stays
+visible), where ``ratio`` is fixed or drawn per sample from U[low, high] (S3D's final setting is U[0.6, 0.9]
+with 16^3 blocks; 32^3 blocks align with ResEnc-L's 5^3 bottleneck at 160^3, the variant described in the
+paper's text).
 
 Masks are made on the batch's device from an explicit seed, so a run is reproducible and a resumed run draws
 the same masks as an uninterrupted one (the iteration function seeds with the global iteration).
@@ -86,8 +87,9 @@ class BlockMaskGenerator:
         sorted a second time; blocks are expanded to voxels by one broadcast copy.
 
         Args:
-            ratio_noise: (B, 1) uniform [0, 1) numbers; sample b masks ``round(ratio * n_blocks)`` blocks with
-                ``ratio = low + (high - low) * ratio_noise[b]``.
+            ratio_noise: (B, 1) uniform [0, 1) numbers; sample b masks ``min(round(ratio * n_blocks),
+                n_blocks - 1)`` blocks with ``ratio = low + (high - low) * ratio_noise[b]`` (one block always
+                stays visible).
             block_noise: (B, n_blocks) uniform [0, 1) numbers, one per block in C order of the block grid;
                 the blocks with the smallest noise are masked.
             spatial_size: patch size in voxels.
@@ -103,7 +105,9 @@ class BlockMaskGenerator:
                 f"{math.prod(grid)} blocks of {self.block_size} voxels; draw one number per block."
             )
         ratio = self.low + (self.high - self.low) * ratio_noise
-        n_masked = torch.round(ratio * n_blocks)
+        # at least one visible block per sample: on a coarse grid round(0.9 * 2) = 2 would mask everything,
+        # leaving the encoder no input and the visible-only norms no voxel
+        n_masked = torch.round(ratio * n_blocks).clamp_max(n_blocks - 1)
         # rank[b, k] = position of block k in sample b's random order (the inverse of the sorting permutation)
         order = block_noise.argsort(dim=1)
         positions = torch.arange(n_blocks, device=block_noise.device).expand(batch_size, n_blocks)

@@ -70,3 +70,19 @@ def test_invalid_block_size_is_rejected():
 
 def test_expected_grid_count():
     assert math.prod(BlockMaskGenerator(16).grid_size((160, 160, 160))) == 1000
+
+
+@pytest.mark.parametrize("ratio", [0.9, (0.8, 0.95)])
+def test_at_least_one_block_stays_visible_on_a_coarse_grid(ratio):
+    # 2 blocks per sample: round(0.9 * 2) = 2 would mask the whole patch; one block must stay visible
+    generator = BlockMaskGenerator(8, ratio)
+    mask = generator(64, (16, 8, 8), seed=4)
+    grid = _block_view(mask, 8).amin(dim=(2, 4, 6))  # (B, 2, 1, 1), every block uniform
+    assert torch.equal(grid, _block_view(mask, 8).amax(dim=(2, 4, 6)))
+    assert (grid == 1).sum(dim=(1, 2, 3)).tolist() == [1] * 64
+    assert 0 < grid[:, 0].sum() < 64  # which block stays visible is still random
+
+
+def test_single_block_grid_is_left_visible():
+    mask = BlockMaskGenerator(16, 0.75)(3, (16, 16, 16), seed=0)
+    assert mask.min() == 1

@@ -3,7 +3,8 @@
 Every block takes ``forward(x, mask=None)``. With ``mask=None`` it is the plain dense nnU-Net block. With a mask
 (B, 1, *spatial) at the block's *output* resolution it is the S3D sparse block: the mask is re-applied after
 every convolution and pooling, and instance norms use visible voxels only, so masked regions stay exactly zero
-and never erode from their borders.
+and never erode from their borders. Every activation keeps the dtype of the convolution output (bf16 under
+autocast): pass masks in that dtype (see ``_apply``).
 
 Attribute names (``conv``, ``norm``, ``nonlin``, ``all_modules``, ``blocks``, ``convs``, ``skip``) reproduce the
 state-dict keys of nnU-Net's ``dynamic_network_architectures`` so checkpoints move between the two unchanged.
@@ -23,7 +24,17 @@ NEGATIVE_SLOPE = 0.01
 
 
 def _apply(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return x if mask is None else x * mask
+    """Re-mask ``x``: (B, C, *s) * (B, 1, *s) -> (B, C, *s) in ``x``'s dtype.
+
+    Autograd keeps only ``mask`` for this product (it needs no gradient), and every block of a stage uses the
+    same mask, so the product costs nothing for backward when the mask already has the activation dtype (S3D
+    casts its stage masks once per forward). A mask of another dtype is cast here rather than promoting the
+    activations to float32 (which would make every following norm, activation and residual sum float32); that
+    cast makes a new copy at every call, which is why callers should pass masks in the activation dtype.
+    """
+    if mask is None:
+        return x
+    return x * (mask if mask.dtype == x.dtype else mask.to(x.dtype))
 
 
 class ConvNormAct(nn.Module):
@@ -95,8 +106,11 @@ class BasicBlockD(nn.Module):
     def shortcut(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self.skip is None:
             return x
+        dtype = x.dtype
         for layer in self.skip:
-            x = layer(x, mask) if isinstance(layer, ConvNormAct) else _apply(layer(x), mask)
+            # CPU autocast runs average pooling in float32 (CUDA autocast leaves it alone); returning to the
+            # block's dtype keeps the residual sum, and every block after it, in the activation dtype.
+            x = layer(x, mask) if isinstance(layer, ConvNormAct) else _apply(layer(x).to(dtype), mask)
         return x
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

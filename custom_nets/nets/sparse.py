@@ -15,7 +15,9 @@ Two implementations of the visible-only instance norm compute the same function:
 
 Conventions used across the package:
     x:    (B, C, *spatial) features
-    mask: (B, 1, *spatial) float, 1 = visible, 0 = masked, same spatial size as ``x``
+    mask: (B, 1, *spatial) float, 1 = visible, 0 = masked, same spatial size as ``x``, and of ``x``'s dtype
+          inside the network (bf16 under autocast: a float32 mask would promote every masked product, and with
+          it the norms, activations and residual sums after it, to float32)
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["InstanceNorm", "masked_instance_norm", "masked_instance_norm_fused", "set_fused_norm", "stage_masks"]
+__all__ = [
+    "InstanceNorm",
+    "activation_dtype",
+    "masked_instance_norm",
+    "masked_instance_norm_fused",
+    "set_fused_norm",
+    "stage_masks",
+]
 
 
 def masked_instance_norm(
@@ -207,8 +216,18 @@ def set_fused_norm(model: nn.Module, enabled: bool = True) -> int:
     return len(norms)
 
 
+def activation_dtype(x: torch.Tensor) -> torch.dtype:
+    """dtype of the activations a network computes from input ``x``: the autocast dtype when autocast is on for
+    ``x``'s device type (bf16 in mixed-precision training), else ``x``'s own dtype (always on devices without
+    autocast, such as ``meta``)."""
+    device_type = x.device.type
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return x.dtype
+
+
 def stage_masks(
-    mask: torch.Tensor, reductions: Sequence[int], block_size: int
+    mask: torch.Tensor, reductions: Sequence[int], block_size: int, dtype: torch.dtype | None = None
 ) -> list[torch.Tensor | None]:
     """Masks at the resolution of every encoder stage.
 
@@ -221,10 +240,14 @@ def stage_masks(
         mask: (B, 1, *spatial) full-resolution mask, 1 = visible.
         reductions: cumulative downsampling of each stage, e.g. (1, 2, 4, 8, 16, 32) for ResEnc-L.
         block_size: edge of the cubic mask blocks in voxels.
+        dtype: cast the mask to this dtype once (the activation dtype, see ``activation_dtype``); the stage masks
+            are strided views of that one tensor, so they add no memory. Defaults to None (``mask``'s dtype).
 
     Returns:
         One entry per stage: (B, 1, *spatial / r) mask, or None for dense stages.
     """
+    if dtype is not None:
+        mask = mask.to(dtype)
     out: list[torch.Tensor | None] = []
     for r in reductions:
         if r > block_size or block_size % r:

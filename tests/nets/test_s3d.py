@@ -11,9 +11,11 @@ from custom_nets.nets import S3D, dense_state_dict, resenc_unet
 SWITCHES = list(itertools.product([True, False], repeat=3))
 
 
-def _model(block_size=8, sparse=True, mask_token=True, densify=True, seed=0):
+def _model(block_size=8, sparse=True, mask_token=True, densify=True, seed=0, **kwargs):
     torch.manual_seed(seed)
-    return S3D(resenc_unet("tiny"), block_size=block_size, sparse=sparse, mask_token=mask_token, densify=densify)
+    return S3D(
+        resenc_unet("tiny"), block_size=block_size, sparse=sparse, mask_token=mask_token, densify=densify, **kwargs
+    )
 
 
 def _batch(seed=0, ratio=(0.4, 0.8), block_size=8):
@@ -76,13 +78,69 @@ def test_all_visible_without_densify_equals_the_dense_backbone():
 def test_ablation_switches_change_the_parameters():
     full = _model(block_size=4)  # stages at 1/1, 1/2, 1/4 are masked; 1/8 is dense
     assert sorted(full.mask_tokens) == ["0", "1", "2"]
-    assert sorted(full.densify_convs) == ["1", "2"]  # identity at full resolution
+    assert sorted(full.densify_convs) == ["1", "2", "3"]  # every stage but full resolution, bottleneck included
+    assert sorted(full.densify_norms) == ["1", "2", "3"]
     assert full.mask_tokens["1"].shape == (1, 8, 1, 1, 1)
     assert 0 < full.mask_tokens["1"].abs().max() <= 0.04  # trunc-normal, std 0.02, cut at 2 std
+    masked_only = _model(block_size=4, densify_coarse_stages=False)
+    assert sorted(masked_only.densify_convs) == ["1", "2"] and sorted(masked_only.mask_tokens) == ["0", "1", "2"]
     no_token = _model(block_size=4, mask_token=False)
     no_densify = _model(block_size=4, densify=False)
-    assert len(no_token.mask_tokens) == 0 and len(no_token.densify_convs) == 2
+    assert len(no_token.mask_tokens) == 0 and len(no_token.densify_convs) == 3
     assert len(no_densify.mask_tokens) == 3 and len(no_densify.densify_convs) == 0
+    assert len(_model(block_size=4, densify=False, densify_coarse_stages=True).densify_convs) == 0
+
+
+def _previous_rule(model, image, mask):
+    """Oracle: S3D's forward before coarse stages were densified. Stages without a mask (coarser than the mask
+    blocks) went to the decoder untouched; masked stages got norm, token and conv as they still do."""
+    features, masks = model.forward_encoder(image, mask)
+    dense = []
+    for i, (feature, stage_mask) in enumerate(zip(features, masks)):
+        if stage_mask is not None:
+            key = str(i)
+            if key in model.densify_convs:
+                feature = model.densify_norms[key](feature, stage_mask)
+            if key in model.mask_tokens:
+                feature = torch.where(stage_mask > 0, feature, model.mask_tokens[key].to(feature.dtype))
+            if key in model.densify_convs:
+                feature = model.densify_convs[key](feature)
+        dense.append(feature)
+    return model.backbone.decoder(dense)
+
+
+def test_densify_coarse_stages_off_is_the_previous_rule():
+    # 4^3 blocks on the tiny preset: stages 1/1, 1/2, 1/4 are masked, the 1/8 bottleneck is coarser
+    off, on = _model(block_size=4, densify_coarse_stages=False), _model(block_size=4, seed=1)
+    missing, unexpected = on.load_state_dict(off.state_dict(), strict=False)
+    # the only difference in parameters is the bottleneck's densify conv; everything else is now shared
+    assert unexpected == [] and sorted(missing) == ["densify_convs.3.bias", "densify_convs.3.weight"]
+    image, mask = _batch(seed=6, block_size=4)
+    with torch.no_grad():
+        expected = _previous_rule(on, image, mask)
+        torch.testing.assert_close(off(image, mask), expected, rtol=0, atol=0)
+        assert (on(image, mask) - expected).abs().max() > 1e-3  # the switch changes the function
+
+
+def test_coarse_stage_densify_normalises_the_whole_feature_and_has_no_token():
+    model = _model(block_size=4)
+    image, mask = _batch(seed=7, block_size=4)
+    with torch.no_grad():
+        features, masks = model.forward_encoder(image, mask)
+        assert masks[3] is None  # 1/8 is coarser than the 4^3 blocks: all visible
+        out = model.densify_stage(3, features[3], masks[3])
+        conv = model.densify_convs["3"]
+        expected = conv(torch.nn.functional.instance_norm(features[3], eps=1e-5))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bottleneck_densify_conv_receives_a_gradient():
+    model = _model(block_size=4)  # the tiny preset's 1/8 bottleneck is coarser than 4^3 blocks
+    image, mask = _batch(seed=8, block_size=4)
+    model(image, mask).square().mean().backward()
+    conv = model.densify_convs[str(len(model.backbone.encoder.reductions) - 1)]
+    assert conv.weight.grad is not None and conv.weight.grad.abs().max() > 0
+    assert conv.bias.grad.abs().max() > 0
 
 
 def test_mask_token_fills_masked_positions():

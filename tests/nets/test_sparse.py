@@ -89,3 +89,23 @@ def test_stage_masks_dense_when_block_not_a_multiple(block_size):
     mask = torch.ones(1, 1, 16, 16, 16)
     masks = stage_masks(mask, reductions=(1, 2, 4, 8), block_size=block_size)
     assert [m is None for m in masks] == [r > block_size for r in (1, 2, 4, 8)]
+
+
+def test_activation_dtype_follows_autocast_and_runs_on_meta():
+    from custom_nets.nets.sparse import activation_dtype
+
+    x = torch.zeros(1, 1, 2, 2, 2)
+    assert activation_dtype(x) == torch.float32 and activation_dtype(x.double()) == torch.float64
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert activation_dtype(x) == torch.bfloat16
+        assert activation_dtype(torch.zeros(1, device="meta")) == torch.float32  # no autocast on "meta"
+
+
+def test_stage_masks_cast_once_and_share_one_storage():
+    mask = (torch.rand(2, 1, 16, 16, 16) > 0.5).float()
+    masks = stage_masks(mask, reductions=(1, 2, 4, 8, 16), block_size=8, dtype=torch.bfloat16)
+    assert masks[-1] is None
+    assert all(m.dtype == torch.bfloat16 for m in masks[:-1])
+    # views of one cast tensor: casting per stage (or per use) would make a new copy each time
+    assert len({m.untyped_storage().data_ptr() for m in masks[:-1]}) == 1
+    assert torch.equal(masks[2].float(), mask[:, :, ::4, ::4, ::4])
