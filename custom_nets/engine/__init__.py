@@ -1,4 +1,5 @@
-"""Training engine pieces plugged into MONAI's ``SupervisedTrainer``: train steps, checkpoints, handlers."""
+"""Training engine pieces plugged into MONAI's ``SupervisedTrainer``: train steps, checkpoints, handlers, and the
+process set-up of a run (seeds, cuDNN, data-loading workers)."""
 
 from custom_nets.engine.checkpoints import ResumableCheckpoint, atomic_torch_save, latest_checkpoint, unwrap
 from custom_nets.distributed import is_main_process, rank_and_world
@@ -16,6 +17,9 @@ from custom_nets.engine.handlers import (
     WriteJSON,
 )
 from custom_nets.engine.iterations import MaskedImageModelingIteration, PretextIteration, step_seed
+from custom_nets.engine.data_stream import SeedDataStream, data_stream_seeds
+from custom_nets.engine.runtime import default_num_workers, seed_run
+from custom_nets.engine.throughput import THROUGHPUT_KEYS, Throughput
 
 __all__ = [
     "ResumableCheckpoint",
@@ -41,4 +45,10 @@ __all__ = [
     "build_schedule",
     "set_trainable",
     "step_seed",
+    "SeedDataStream",
+    "data_stream_seeds",
+    "default_num_workers",
+    "seed_run",
+    "THROUGHPUT_KEYS",
+    "Throughput",
 ]

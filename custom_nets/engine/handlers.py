@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,10 +19,16 @@ from custom_nets.data.atomic import atomic_torch_save, atomic_write_text
 from custom_nets.nets.wrappers import unwrap
 from custom_nets.distributed import is_main_process
 from custom_nets.engine.previews import PANELS, preview_grid, pretext_grid, save_png
+from custom_nets.engine.throughput import THROUGHPUT_KEYS
 
 __all__ = ["WriteJSON", "GradientClipping", "ProgressBar", "TensorBoardScalars", "ReconstructionPreview", "ExportWeights", "RunSummary"]
 
 logger = logging.getLogger(__name__)
+
+
+def _scalar(value) -> float:
+    """A loss as a Python float; tensors are detached first (``float`` of a tensor that requires grad warns)."""
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
 class GradientClipping:
@@ -53,16 +59,23 @@ class GradientClipping:
 
 
 class ProgressBar:
-    """Ignite's tqdm progress bar over iterations, showing the loss; only on rank 0.
+    """Ignite's tqdm progress bar over iterations, showing the loss and the speed; only on rank 0.
+
+    Next to the loss it shows the entries of ``engine.state.metrics`` named in ``metric_names`` that are present
+    (by default the ``Throughput`` handler's samples/s, step time, data-wait share and, on CUDA, peak memory).
 
     Args:
         output_key: key of ``engine.state.output`` shown in the bar. Defaults to "loss".
         interval: refresh every this many iterations (each refresh reads the loss from the GPU). Defaults to 1.
+        metric_names: keys of ``engine.state.metrics`` shown when present. Defaults to ``THROUGHPUT_KEYS``.
     """
 
-    def __init__(self, output_key: str = "loss", interval: int = 1) -> None:
+    def __init__(
+        self, output_key: str = "loss", interval: int = 1, metric_names: Sequence[str] = THROUGHPUT_KEYS
+    ) -> None:
         self.output_key = output_key
         self.interval = max(int(interval), 1)
+        self.metric_names = tuple(metric_names)
 
     def attach(self, engine: Engine) -> None:
         if not is_main_process():
@@ -71,25 +84,42 @@ class ProgressBar:
 
         IgniteProgressBar(persist=True).attach(
             engine,
-            output_transform=lambda out: {self.output_key: float(out[self.output_key])},
+            output_transform=lambda out: self.postfix(engine, out),
             event_name=Events.ITERATION_COMPLETED(every=self.interval),
         )
 
+    def postfix(self, engine: Engine, output: dict) -> dict[str, float]:
+        """The values shown: the loss, then the present metrics of ``metric_names``."""
+        shown = {self.output_key: _scalar(output[self.output_key])}
+        shown.update({k: float(engine.state.metrics[k]) for k in self.metric_names if k in engine.state.metrics})
+        return shown
+
 
 class TensorBoardScalars:
-    """Write the training loss and the learning rate to TensorBoard every ``interval`` iterations.
+    """Write the training loss, the learning rate and the speed to TensorBoard every ``interval`` iterations.
 
-    Tags ``train/loss`` (``engine.state.output["loss"]`` of that iteration) and ``train/lr`` (first parameter
-    group). With ``summary_writer=None`` (DDP ranks other than 0) it does nothing.
+    Tags ``train/loss`` (``engine.state.output["loss"]`` of that iteration), ``train/lr`` (first parameter group)
+    and ``train/<name>`` for each entry of ``metric_names`` present in ``engine.state.metrics`` (by default the
+    ``Throughput`` handler's latest window: ``train/samples_per_s``, ``train/step_ms``, ``train/data_wait_share``,
+    ``train/peak_memory_gib``; the bundles give both handlers ``log_interval``). With ``summary_writer=None``
+    (DDP ranks other than 0) it does nothing.
 
     Args:
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` shared with the other TensorBoard handlers.
         optimizer: the trained optimiser.
         interval: iterations between points (each point reads the loss from the GPU). Defaults to 10.
+        metric_names: keys of ``engine.state.metrics`` written when present. Defaults to ``THROUGHPUT_KEYS``.
     """
 
-    def __init__(self, summary_writer, optimizer: torch.optim.Optimizer, interval: int = 10) -> None:
+    def __init__(
+        self,
+        summary_writer,
+        optimizer: torch.optim.Optimizer,
+        interval: int = 10,
+        metric_names: Sequence[str] = THROUGHPUT_KEYS,
+    ) -> None:
         self.writer, self.optimizer, self.interval = summary_writer, optimizer, max(int(interval), 1)
+        self.metric_names = tuple(metric_names)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
@@ -98,8 +128,11 @@ class TensorBoardScalars:
         if self.writer is None:
             return
         step = engine.state.iteration
-        self.writer.add_scalar("train/loss", float(engine.state.output["loss"]), step)
+        self.writer.add_scalar("train/loss", _scalar(engine.state.output["loss"]), step)
         self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
+        for name in self.metric_names:
+            if name in engine.state.metrics:
+                self.writer.add_scalar(f"train/{name}", float(engine.state.metrics[name]), step)
 
 
 class _PeriodicPicture:
