@@ -1,11 +1,16 @@
 """Per-method train-step speed of the baselines next to S3D, built from the bundles' own configs.
 
 Every row is one real train step of a bundle, as ``monai.bundle run`` would execute it: the config's
-``network``, ``optimizer``, ``loss`` and step function (``PretextIteration`` for the baselines, the masked image
-modelling step for S3D and dense MAE) inside MONAI's ``SupervisedTrainer``; only the data loader is replaced by
-synthetic patches already on the device, so the numbers measure the method, not the disk. Each baseline's pretext
-transform is also timed alone (``pretext ms``): it runs on the training device inside the step, and this column
-shows what it costs.
+``train#trainer`` (MONAI's ``SupervisedTrainer`` with the config's ``network``, ``optimizer``, ``loss``, step
+function and ``compile`` setting), with two things replaced: the data loader by synthetic patches already on the
+device, so the numbers measure the method, not the disk, and the handlers by none (no checkpoints, pictures or
+logs). Each baseline's pretext transform is also timed alone (``pretext ms``): it runs on the training device
+inside the step, and this column shows what it costs.
+
+``build_step`` is the one place such a step is built; ``custom_nets.benchmark`` uses it for its ``s3d`` row and
+for the dense anchor ``dense_dna``: nnU-Net's own ``ResidualEncoderUNet`` put into the S3D bundle in place of
+S3D (same optimiser, clipping, precision, memory format and compile settings, read from the same config), with
+a minimal step (``PretextIteration`` whose pretext hands the patch through unchanged) and a plain MSE.
 
     python -m custom_nets.benchmark_baselines --device cuda --preset resenc_l --scale paper
     python -m custom_nets.benchmark_baselines --device cpu --preset tiny --scale tiny      # seconds, for a smoke run
@@ -16,27 +21,43 @@ shows what it costs.
 
 from __future__ import annotations
 
+import resource
+import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
-from monai.engines import SupervisedTrainer
 from ignite.engine import Events
+from monai.bundle import ConfigParser
 
-__all__ = ["METHODS", "TINY_SETTINGS", "build_step", "measure_method", "run", "main"]
+__all__ = [
+    "METHODS",
+    "DENSE_ANCHOR",
+    "TINY_SETTINGS",
+    "Step",
+    "step_parser",
+    "build_step",
+    "time_trainer",
+    "measure_method",
+    "dense_resenc",
+    "synthetic_batches",
+    "run",
+    "main",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINES = REPO_ROOT / "bundles" / "baselines" / "configs"
 S3D_TRAIN = REPO_ROOT / "bundles" / "s3d_pretrain" / "configs" / "train.yaml"
 METHODS = ("s3d", "dense_mae", "models_genesis", "volume_fusion", "amaes", "simclr", "voco", "swinunetr")
+DENSE_ANCHOR = "dense_dna"
 
 # Settings that shrink each method to 32^3 patches and the tiny preset (1/8 bottleneck): a CPU step takes well under
 # a second. Views cut from the patch shrink with it (VoCo: a 2 x 2 x 1 grid of 16^3 base crops).
 TINY_SETTINGS = {
     "s3d": {"block_size": 8},
+    DENSE_ANCHOR: {},
     "dense_mae": {"block_size": 8},
     "models_genesis": {},
     "volume_fusion": {},
@@ -46,10 +67,57 @@ TINY_SETTINGS = {
     "swinunetr": {},
 }
 
+# The dense anchor in the S3D bundle: nnU-Net's network, a step without mask, an MSE over every voxel. Optimiser,
+# clipping (grad_clip_norm), precision (amp), memory format (channels_last) and compile stay the bundle's.
+_DENSE_ANCHOR_OVERRIDES = {
+    "network_def": {"_target_": "custom_nets.benchmark_baselines.dense_resenc", "preset": "@network_preset"},
+    "loss": {"_target_": "custom_nets.losses.view_mse.ViewMSELoss"},
+    "train#iteration": {
+        "_target_": "custom_nets.engine.PretextIteration",
+        "pretext": {"_target_": "custom_nets.benchmark_baselines.ReconstructInput"},
+        "grad_clip_norm": "@grad_clip_norm",
+        "amp": "@amp",
+        "seed": "@seed",
+        "channels_last": "@channels_last",
+    },
+}
+
+
+def dense_resenc(preset: str = "resenc_l") -> torch.nn.Module:
+    """nnU-Net's own ``ResidualEncoderUNet(**dna_kwargs(preset))`` (1 channel in, 1 out): the dense anchor."""
+    from custom_nets.nets import dna_kwargs
+
+    try:
+        from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+    except ImportError as err:
+        raise ImportError(
+            "the dense anchor needs nnU-Net's network package: pip install --no-deps "
+            "dynamic-network-architectures==0.4.4, or leave dense_dna out of --models"
+        ) from err
+    return ResidualEncoderUNet(**dna_kwargs(preset))
+
+
+class ReconstructInput:
+    """Pretext of the dense anchor: the network gets the patch and restores it (``{"input": x, "target": x}``)."""
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"input": image, "target": image}
+
+
+def synthetic_batches(
+    batch_size: int, patch_size: Sequence[int], device: str | torch.device, num_steps: int, channels: int = 1
+) -> list[dict]:
+    """``num_steps`` references to one batch ``{"image": (B, C, *patch_size)}`` of N(0, 1) noise on ``device``
+    (seeded, so every row of a benchmark sees the same numbers); what the trainer's loader yields instead of disk
+    patches."""
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn((int(batch_size), int(channels), *[int(s) for s in patch_size]), generator=generator)
+    return [{"image": image.to(device)}] * int(num_steps)
+
 
 def config_files(method: str) -> list[str]:
-    """The config files of ``method`` ("s3d" is the S3D pre-training bundle)."""
-    if method == "s3d":
+    """The config files of ``method`` ("s3d" and the dense anchor are the S3D pre-training bundle)."""
+    if method in ("s3d", DENSE_ANCHOR):
         return [str(S3D_TRAIN)]
     path = BASELINES / f"{method}.yaml"
     if not path.is_file():
@@ -57,48 +125,87 @@ def config_files(method: str) -> list[str]:
     return [str(BASELINES / "common.yaml"), str(path)]
 
 
-def _parser(method: str, overrides: dict) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config(config_files(method))
-    parser.update(overrides)
-    return parser
+def step_parser(
+    method: str,
+    preset: str,
+    device: str,
+    scale: str = "tiny",
+    batch_size: int | None = None,
+    overrides: dict | None = None,
+) -> ConfigParser:
+    """The config of ``method`` with the benchmark's settings applied (nothing parsed yet).
 
-
-def build_step(
-    method: str, preset: str, device: str, scale: str = "tiny", batch_size: int | None = None, num_steps: int = 1
-):
-    """The bundle's trainer for ``method`` fed ``num_steps`` times with one batch of synthetic patches.
-
-    Returns:
-        (trainer, iteration function, patches (B, C, *patch) on the device, settings dict).
+    Args:
+        method: one of ``METHODS`` or ``DENSE_ANCHOR``.
+        preset: ``network_preset``.
+        device: "cpu" or "cuda".
+        scale: "paper" keeps the method file's patch, crop and batch sizes; "tiny" applies ``TINY_SETTINGS``.
+        batch_size: overrides the batch size when given.
+        overrides: further config keys (``patch_size``, ``amp``, ``compile``, ``channels_last``, ...), applied
+            last.
     """
     if scale not in ("tiny", "paper"):
         raise ValueError(f"scale must be 'tiny' or 'paper', got {scale!r}.")
-    overrides = {"network_preset": preset, "device": device, "num_workers": 0}
+    settings: dict = {"network_preset": preset, "device": device, "num_workers": 0}
     if scale == "tiny":
-        overrides.update({"patch_size": [32, 32, 32], "batch_size": 2, **TINY_SETTINGS.get(method, {})})
+        settings.update({"patch_size": [32, 32, 32], "batch_size": 2, **TINY_SETTINGS.get(method, {})})
     if batch_size is not None:
-        overrides["batch_size"] = int(batch_size)
-    parser = _parser(method, overrides)
-    patch = [int(s) for s in parser.get_parsed_content("patch_size")]
-    batch = int(parser.get_parsed_content("batch_size"))
-    network = parser.get_parsed_content("network")
-    optimizer = parser.get_parsed_content("optimizer")
-    loss = parser.get_parsed_content("loss")
-    iteration = parser.get_parsed_content("train#iteration" if method == "s3d" else "iteration")
-    generator = torch.Generator().manual_seed(0)
-    image = torch.randn((batch, 1, *patch), generator=generator).to(device)
-    trainer = SupervisedTrainer(
-        device=torch.device(device),
-        max_epochs=1,
-        train_data_loader=[{"image": image}] * int(num_steps),
-        network=network,
-        optimizer=optimizer,
-        loss_function=loss,
-        iteration_update=iteration,
-        decollate=False,
+        settings["batch_size"] = int(batch_size)
+    settings.update(overrides or {})
+    parser = ConfigParser()
+    parser.read_config(config_files(method))
+    if method == DENSE_ANCHOR:
+        parser.update(_DENSE_ANCHOR_OVERRIDES)
+    parser.update(settings)
+    return parser
+
+
+class Step(NamedTuple):
+    """A bundle's train step ready to run: ``trainer.run()`` executes ``num_steps`` iterations on ``image``."""
+
+    trainer: object  # monai.engines.SupervisedTrainer
+    iteration: Callable  # the config's step function (``iteration_update``)
+    image: torch.Tensor  # (B, C, *patch) synthetic patches on the device
+    settings: dict  # {"patch_size": [...], "batch_size": B}
+    parser: ConfigParser  # the config, parsed as far as the trainer needs
+
+
+def build_step(
+    method: str,
+    preset: str,
+    device: str,
+    scale: str = "tiny",
+    batch_size: int | None = None,
+    num_steps: int = 1,
+    overrides: dict | None = None,
+) -> Step:
+    """The bundle's ``train#trainer`` for ``method``, fed ``num_steps`` times with one batch of synthetic patches.
+
+    The trainer is the config's own (network, optimiser, loss, step function, ``compile``); only its data loader
+    (synthetic patches on the device, see ``synthetic_batches``), its handlers (none) and its length (one epoch of
+    ``num_steps`` iterations) are replaced. See ``step_parser`` for the arguments.
+    """
+    parser = step_parser(method, preset, device, scale, batch_size, overrides)
+    parser.update(
+        {
+            "train#trainer#train_data_loader": {
+                "_target_": "custom_nets.benchmark_baselines.synthetic_batches",
+                "batch_size": "@batch_size",
+                "patch_size": "@patch_size",
+                "device": "@device",
+                "num_steps": int(num_steps),
+                "channels": int(parser.get("in_channels", 1)),
+            },
+            "train#trainer#train_handlers": [],
+            "train#trainer#max_epochs": 1,
+            "train#trainer#epoch_length": int(num_steps),
+        }
     )
-    return trainer, iteration, image, {"patch_size": patch, "batch_size": batch}
+    trainer = parser.get_parsed_content("train#trainer")
+    iteration = parser.get_parsed_content("iteration" if parser.get("iteration") is not None else "train#iteration")
+    image = trainer.data_loader[0]["image"]
+    settings = {"patch_size": [int(s) for s in image.shape[2:]], "batch_size": int(image.shape[0])}
+    return Step(trainer, iteration, image, settings, parser)
 
 
 def _sync(device: torch.device) -> None:
@@ -106,36 +213,87 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _peak_rss_bytes() -> int:
+    """High-water mark of this process's resident memory (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def time_trainer(trainer, warmup: int, device: str | torch.device) -> tuple[list[float], float, float]:
+    """Run ``trainer`` (one epoch); time every iteration after the first ``warmup``.
+
+    GPU: a pair of CUDA events around each timed iteration and one ``torch.cuda.synchronize`` at each end of the
+    timed window (none in between, as in training); peak = ``torch.cuda.max_memory_allocated`` since warm-up
+    ended. CPU: ``time.perf_counter`` per iteration; peak = growth of the process's peak RSS over the whole run
+    (0 when an earlier measurement already reached a higher mark).
+
+    Returns:
+        (per-iteration ms, timed window in s, peak memory in bytes).
+    """
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    marks: list = []  # (begin, end) per timed iteration: CUDA events or perf_counter seconds
+    window: dict[str, float] = {}
+
+    def started(engine) -> None:
+        if engine.state.iteration <= warmup:
+            return
+        if engine.state.iteration == warmup + 1:
+            _sync(device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            window["start"] = time.perf_counter()
+        if cuda:
+            begin = torch.cuda.Event(enable_timing=True)
+            begin.record()
+            marks.append([begin, None])
+        else:
+            marks.append([time.perf_counter(), None])
+
+    def completed(engine) -> None:
+        if engine.state.iteration <= warmup:
+            return
+        if cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            marks[-1][1] = end
+        else:
+            marks[-1][1] = time.perf_counter()
+        if engine.state.iteration == engine.state.epoch_length * engine.state.max_epochs:
+            _sync(device)
+            window["end"] = time.perf_counter()
+
+    rss_before = _peak_rss_bytes()
+    trainer.add_event_handler(Events.ITERATION_STARTED, started)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, completed)
+    trainer.run()
+    if not marks:
+        raise ValueError(f"no iteration was timed: the trainer ran {trainer.state.iteration} with warmup={warmup}.")
+    if cuda:
+        times = [begin.elapsed_time(end) for begin, end in marks]
+        peak = float(torch.cuda.max_memory_allocated(device))
+    else:
+        times = [(end - begin) * 1e3 for begin, end in marks]
+        peak = float(max(0, _peak_rss_bytes() - rss_before))
+    return times, window["end"] - window["start"], peak
+
+
 def measure_method(
     method: str, preset: str = "tiny", device: str = "cpu", scale: str = "tiny", steps: int = 5, warmup: int = 2,
     batch_size: int | None = None,
 ) -> dict:
     """Median ms per train step, samples/s and median ms of the pretext transform alone for one method."""
-    trainer, iteration, image, settings = build_step(method, preset, device, scale, batch_size, steps + warmup)
+    step = build_step(method, preset, device, scale, batch_size, steps + warmup)
     dev = torch.device(device)
-    times: list[float] = []
-
-    def tick(engine):
-        _sync(dev)
-        now = time.perf_counter()
-        if engine.state.iteration > warmup:
-            times.append((now - engine.state.started) * 1e3)
-
-    def start(engine):
-        _sync(dev)
-        engine.state.started = time.perf_counter()
-
-    trainer.add_event_handler(Events.ITERATION_STARTED, start)
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, tick)
-    trainer.run()
+    times, _, _ = time_trainer(step.trainer, warmup, dev)
     pretext_ms = None
-    if hasattr(iteration, "views"):
+    if hasattr(step.iteration, "views"):
         views_times = []
         for k in range(steps + warmup):
             _sync(dev)
             t0 = time.perf_counter()
             with torch.no_grad():
-                iteration.views(image, k)
+                step.iteration.views(step.image, k)
             _sync(dev)
             if k >= warmup:
                 views_times.append((time.perf_counter() - t0) * 1e3)
@@ -145,11 +303,11 @@ def measure_method(
         "method": method,
         "preset": preset,
         "device": device,
-        **settings,
+        **step.settings,
         "step_ms": round(step_ms, 2),
-        "samples_per_s": round(settings["batch_size"] / step_ms * 1e3, 2),
+        "samples_per_s": round(step.settings["batch_size"] / step_ms * 1e3, 2),
         "pretext_ms": None if pretext_ms is None else round(pretext_ms, 2),
-        "parameters": sum(p.numel() for p in trainer.network.parameters()),
+        "parameters": sum(p.numel() for p in step.trainer.network.parameters()),
     }
 
 
@@ -165,7 +323,8 @@ def markdown(rows: Sequence[dict]) -> str:
         pretext = "-" if r["pretext_ms"] is None else f"{r['pretext_ms']:.1f}"
         patch = "x".join(str(s) for s in r["patch_size"])
         lines.append(
-            f"| {r['method']} | {patch} | {r['batch_size']} | {r['step_ms']:.1f} | {r['samples_per_s']:.2f} | {ratio} | {pretext} |"
+            f"| {r['method']} | {patch} | {r['batch_size']} | {r['step_ms']:.1f} | {r['samples_per_s']:.2f} | {ratio} "
+            f"| {pretext} |"
         )
     return "\n".join(lines)
 
