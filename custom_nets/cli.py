@@ -9,6 +9,9 @@ Commands:
     import_nnssl fetch an nnssl/OpenMind checkpoint + adaptation plan from the Hugging Face Hub for fine-tuning.
     evaluate    DSC/NSD of a folder of predicted label maps (e.g. nnU-Net's) against reference labels.
     nnunet_splits write a fine-tuning run's ``splits.json`` as nnU-Net's ``splits_final.json`` ("No (Dyn.)" anchor).
+    gpu_check   one call on a GPU machine (at most 6 minutes): pre-training end to end (eager and compiled), S3D vs
+                the dense ResEnc-L step, memory kept for backward, fine-tuning, inference and torchrun/NCCL, as one
+                table with each check's status and the goals (``--device cpu --tiny`` for a CPU smoke run).
     study       ``study run study.yaml`` fine-tunes and evaluates every (method, dataset, seed) pair of an evaluation
                 study and writes the ranked results table and plots; ``study report``, ``study compare study.yaml
                 methodA methodB`` (paired Wilcoxon test), ``study demo`` (see ``docs/study.md``).
@@ -68,14 +71,15 @@ def _table(rows: list[tuple[str, dict]], labels: dict) -> str:
     return "\n".join(lines)
 
 
-def demo(output_dir: str = "runs/demo", pretrain_steps: int = 100, finetune_epochs: int = 12, device: str = "cpu") -> str:
+def demo(output_dir: str = "runs/demo", pretrain_steps: int = 100, finetune_epochs: int = 24, device: str = "cpu") -> str:
     """Whole pipeline on the embedded synthetic data; returns (the command line prints) a report with the Markdown
     table of test DSC/NSD, also written to ``<output_dir>/results.md``.
 
     Args:
         output_dir: where every stage writes (``pretrain/``, ``scratch/``, ``s3d/``, shared caches).
         pretrain_steps: S3D iterations (multiple of 20).
-        finetune_epochs: fine-tuning epochs of 8 iterations (Sawtooth schedule scaled to this length).
+        finetune_epochs: fine-tuning epochs of 8 iterations (from scratch: nnU-Net's poly schedule; from the S3D
+            weights: the Sawtooth schedule scaled to this length).
         device: "cpu" or "cuda".
     """
     start = time.time()
@@ -103,7 +107,8 @@ def demo(output_dir: str = "runs/demo", pretrain_steps: int = 100, finetune_epoc
     table = _table(rows, info["labels"])
     minutes = (time.time() - start) / 60
     report = (
-        f"\nDemo results on the synthetic test cases ({minutes:.1f} min; same seed, data, split and steps for both;"
+        f"\nDemo results on the synthetic test cases ({minutes:.1f} min; same seed, data, split and steps for both,"
+        " poly schedule from scratch and Sawtooth from the pre-trained weights;"
         f" {pretrain_steps} pre-training and {finetune_epochs * 8} fine-tuning iterations are far too few for a"
         " meaningful comparison - this shows the pipeline, not the method):\n\n"
         f"{table}\n\nOutputs: {out}\n"
@@ -179,6 +184,16 @@ def evaluate(
     return evaluate_folder(pred_dir, references, labels, tolerance_mm=tolerance_mm, output_dir=output_dir)
 
 
+def gpu_check(
+    device: str = "cuda", tiny: bool = False, output_dir: str = "runs/gpu_check", time_budget_s: float = 360.0
+) -> None:
+    """Check a GPU machine in one call and print one table (``custom_nets.gpu_check``); the table and its numbers
+    are also written to ``<output_dir>/gpu_check.md`` and ``gpu_check.json``."""
+    from custom_nets.gpu_check import gpu_check as _check
+
+    _check(device=device, tiny=tiny, output_dir=output_dir, time_budget_s=time_budget_s)  # prints the table
+
+
 def _study_commands() -> dict:
     """``study run | report | compare | demo`` (``custom_nets.evaluation.study``)."""
     from custom_nets.evaluation.study_demo import cli_commands
@@ -192,4 +207,5 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     fire.Fire({"demo": demo, "preprocess": preprocess, "export_nnssl": export_nnssl,
                "export_bundle": export_bundle, "import_nnssl": import_nnssl,
-               "evaluate": evaluate, "nnunet_splits": nnunet_splits, "study": _study_commands()})
+               "evaluate": evaluate, "nnunet_splits": nnunet_splits, "study": _study_commands(),
+               "gpu_check": gpu_check})

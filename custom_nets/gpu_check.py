@@ -237,6 +237,8 @@ def check_finetune(plan: dict, paths: dict) -> dict:
         {**plan, "block_size": None}, config_file=str(FINETUNE / "train.yaml"), steps=plan["finetune_steps"],
         warmup=plan["finetune_warmup"], dataset_dir=paths["labeled_json"], cache_dir=paths["finetune_cache"],
         output_dir=paths["finetune_run"], batch_size=plan["finetune_batch"], device=plan["device"],
+        # the periodic validation runs once, after the timed iterations: a few batches show it works on the device
+        overrides={"validation_iterations": 4},
     )
     weights = Path(paths["finetune_run"]) / "models" / "model.pt"
     if not weights.is_file():

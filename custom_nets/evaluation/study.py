@@ -14,10 +14,12 @@ then ``train.yaml + evaluate.yaml``). A pair is **done** when its ``evaluation/s
 ``evaluation/metrics_per_case.csv`` exist (both written atomically by the bundle); done pairs are skipped, so a
 killed study restarts where it stopped. Training is skipped when ``models/model.pt`` and
 ``models/model_info.json`` (written at the end of training) exist; an interrupted training resumes from its own
-newest checkpoint. All methods share a dataset's preprocessing cache (``<output_dir>/cache/<dataset>``) and, per
-seed, one split file (``<output_dir>/splits/<dataset>_seed<seed>.json``), so they see the same cases. Every
-bundle run is appended to ``<output_dir>/bundle_runs.jsonl`` before it starts. The reports are written at the
-end (:func:`custom_nets.evaluation.study_report.report_study`).
+newest checkpoint. Each pair's ``pair.json`` records its settings, among them the schedule it ran (the
+study's, or the bundle's rule: Sawtooth with a checkpoint, nnU-Net's poly "default" from scratch). All methods
+share a dataset's preprocessing cache (``<output_dir>/cache/<dataset>``) and, per seed, one split file
+(``<output_dir>/splits/<dataset>_seed<seed>.json``), so they see the same cases. Every bundle run is appended to
+``<output_dir>/bundle_runs.jsonl`` before it starts. The reports are written at the end
+(:func:`custom_nets.evaluation.study_report.report_study`).
 """
 
 from __future__ import annotations
@@ -39,13 +41,24 @@ from custom_nets.evaluation.study_schema import (
     study_pairs,
 )
 
-__all__ = ["DatasetSpec", "MethodSpec", "Pair", "Study", "load_study", "pair_done", "run_study", "study_pairs"]
+__all__ = [
+    "DatasetSpec",
+    "MethodSpec",
+    "Pair",
+    "Study",
+    "default_schedule",
+    "load_study",
+    "pair_done",
+    "run_study",
+    "study_pairs",
+]
 
 logger = logging.getLogger(__name__)
 
 _DONE_FILES = ("summary.json", "metrics_per_case.csv")
 _TRAINED_FILES = ("model.pt", "model_info.json")
 _DERIVED_PATHS = ("output_dir", "cache_dir", "split_file")
+_SCHEDULE_BEFORE_RECORDING = "sawtooth"  # the bundle's default for every run before it followed the weights
 
 
 # ------------------------------------------------------------------------------------------------ runner
@@ -61,6 +74,9 @@ def _pair_settings(study: Study, pair: Pair) -> dict:
     dataset = next(d for d in study.datasets if d.name == pair.dataset)
     method = next(m for m in study.methods if m.name == pair.method)
     settings = {**study.finetune, **dataset.settings, **method.settings}
+    # the schedule each method runs is written down (pair.json) and passed explicitly, with the bundle's rule for
+    # the default: Sawtooth from pre-trained weights, nnU-Net's poly decay ("default") from scratch
+    settings.setdefault("schedule", default_schedule(method.checkpoint))
     settings.update(
         dataset_dir=dataset.dataset_dir,
         pretrained_checkpoint=method.checkpoint,
@@ -73,16 +89,23 @@ def _pair_settings(study: Study, pair: Pair) -> dict:
     return settings
 
 
+def default_schedule(checkpoint: str | None) -> str:
+    """The fine-tuning bundle's default schedule: "sawtooth" with pre-trained weights, "default" from scratch."""
+    return "sawtooth" if checkpoint else "default"
+
+
 def _record_settings(run_dir: Path, settings: dict, evaluate: dict) -> None:
     """Write ``pair.json`` once; refuse a folder that holds a run made with other settings.
 
-    The folders the study derives from its own ``output_dir`` are left out, so a study folder can be moved.
+    The folders the study derives from its own ``output_dir`` are left out, so a study folder can be moved. A
+    ``pair.json`` written before studies recorded the schedule ran the bundle's default of then, "sawtooth".
     """
     kept = {k: v for k, v in settings.items() if k not in _DERIVED_PATHS}
     record = json.loads(json.dumps({"train": kept, "evaluate": evaluate}))
     path = run_dir / "pair.json"
     if path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
+        previous.setdefault("train", {}).setdefault("schedule", _SCHEDULE_BEFORE_RECORDING)
         if previous != record:
             changed = sorted(
                 f"{part}.{k}" for part in ("train", "evaluate")

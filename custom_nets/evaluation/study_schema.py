@@ -11,7 +11,7 @@ A study is one YAML file (schema in ``docs/study.md``, example in ``docs/study_e
       s3d: checkpoints/s3d/model.pt
     seeds: [0]
     low_data: [10, 20, 30, 40]             # extra runs on the first N training cases
-    finetune: {schedule: sawtooth, epochs: 150}   # bundle settings shared by every run
+    finetune: {epochs: 150}                # bundle settings shared by every run (schedule: follows the weights)
     evaluate: {mirror_axes: [0, 1, 2]}            # evaluation-only bundle settings
     bootstrap_samples: 1000
     compare: [s3d, scratch]                # methods of the paired Wilcoxon test

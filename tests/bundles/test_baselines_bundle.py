@@ -59,8 +59,11 @@ def test_shared_settings_are_those_of_s3d():
     for key in (
         "max_steps", "batch_size", "patch_size", "target_spacing", "quality_thresholds", "learning_rate", "momentum",
         "weight_decay", "poly_exponent", "grad_clip_norm", "amp", "iterations_per_epoch", "network_preset", "seed",
+        "deterministic", "num_workers",
     ):
         assert ours.get_parsed_content(key) == s3d.get_parsed_content(key), key
+    for section in ("sampler", "dataloader"):  # how images are drawn, batched and (re)seeded
+        assert ours["train"][section] == s3d["train"][section], section
 
     skip = {"R", "keys", "allow_missing_keys", "mode", "padding_mode", "overrides"}
 

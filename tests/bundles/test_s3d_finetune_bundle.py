@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 from bundle_runs import run_workflow as _run
-from monai.bundle import ConfigWorkflow
+from ignite.engine import Events
+from monai.bundle import ConfigParser, ConfigWorkflow
 
+from custom_nets.data import ForegroundOversampledDataset
 from custom_nets.nets import S3D, resenc_unet
 from custom_nets.transfer import nnssl_checkpoint
 
@@ -31,6 +33,7 @@ def overrides(finetune_cache, tmp_path):
         "epochs": 4,
         "iterations_per_epoch": 2,
         "num_workers": 0,
+        "validation_iterations": 2,
         "device": "cpu",
     }
 
@@ -40,11 +43,36 @@ def _encoder(state):
 
 
 def test_scratch_training_then_evaluation_in_the_original_geometry(overrides):
-    wf = _run([TRAIN], **overrides)
+    wf = ConfigWorkflow(config_file=[TRAIN], workflow_type="train", logging_file=False, **overrides)
+    wf.initialize()
+    trainer, network = wf.parser.get_parsed_content("train#trainer"), wf.parser.get_parsed_content("network")
+    optimizer = wf.parser.get_parsed_content("optimizer")
+    steps = []  # (lr, every parameter trainable and updated) after each optimiser step
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def record(engine):
+        updated = all(p.requires_grad and p.grad is not None for p in network.parameters())
+        steps.append((optimizer.param_groups[0]["lr"], updated))
+
+    wf.run()
+    wf.finalize()
     out = Path(overrides["output_dir"])
     info = json.loads((out / "models" / "model_info.json").read_text())
     assert info["labels"] == {"0": "background", "1": "lesion", "2": "ventricles"} and info["num_channels"] == 2
     assert wf.parser.get_parsed_content("peak_lr") == 1e-2  # from scratch
+    # nnU-Net's scratch recipe: the whole network from the first step, poly decay 1e-2 * (1 - t / 8) ** 0.9 over the
+    # 4 x 2 iterations: 0.01, 0.00887, 0.00772, 0.00655, 0.00536, 0.00412, 0.00287, 0.00154
+    assert info["schedule"] == "default"
+    expected = [1e-2 * (1 - t / 8) ** 0.9 for t in range(8)]
+    assert [lr for lr, _ in steps] == pytest.approx(expected) and expected[-1] == pytest.approx(0.0015389, abs=1e-7)
+    assert all(updated for _, updated in steps)
+    # one pseudo-Dice point per epoch, at the trainer's iteration, with overlay pictures
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("validation/pseudo_dice")] == [2, 4, 6, 8]
+    assert {"validation/pseudo_dice/lesion", "validation/pseudo_dice/ventricles"} <= set(events.Tags()["scalars"])
+    assert {"validation/overlay_0", "validation/overlay_1"} <= set(events.Tags()["images"])
     splits = json.loads((out / "splits.json").read_text())
     assert len(splits["train"]) + len(splits["test"]) == 12 and not set(splits["train"]) & set(splits["test"])
 
@@ -117,3 +145,45 @@ def test_inference_config_alone_segments_new_images(overrides, tmp_path):
     assert len(written) == len(test_entries)
     first_image = nib.load(source.parent / test_entries[0]["image"][0])
     assert nib.load(written[0]).shape == first_image.shape
+
+
+def test_the_recipe_is_nnunets(overrides):
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    parser.update(overrides)
+    assert parser.get_parsed_content("schedule") == "default" and parser.get_parsed_content("peak_lr") == 1e-2
+    parser["pretrained_checkpoint"] = "weights.pt"  # the schedule follows the weights unless --schedule is given
+    assert parser.get_parsed_content("schedule") == "sawtooth" and parser.get_parsed_content("peak_lr") == 1e-3
+    parser["pretrained_checkpoint"] = None
+
+    # deep supervision: the tiny preset's 3 outputs weigh 1, 1/2, 0 normalised; Dice per sample
+    loss = parser.get_parsed_content("loss")
+    assert loss.weights == pytest.approx([2 / 3, 1 / 3, 0.0]) and loss.loss.dice.batch is False
+    # He init: zero biases, identity residual blocks
+    network = parser.get_parsed_content("network")
+    assert all((m.bias == 0).all() for m in network.modules() if isinstance(m, torch.nn.Conv3d) and m.bias is not None)
+    assert (network.encoder.stages[1].blocks[1].conv2.norm.weight == 0).all()
+    parser["he_init"] = False  # PyTorch's default (the CPU demo's choice): non-zero biases, residual norms at 1
+    parser.parse()
+    network = parser.get_parsed_content("network")
+    assert (network.encoder.stages[1].blocks[1].conv2.norm.weight == 1).all()
+    assert (network.encoder.stem.convs[0].conv.bias != 0).any()
+
+    dataset = parser.get_parsed_content("train#dataset")
+    assert isinstance(dataset, ForegroundOversampledDataset) and dataset.oversample_foreground_percent == 0.33
+    transforms = parser.get_parsed_content("train#preprocessing").transforms
+    spatial = transforms[3]
+    assert (spatial.prob_rotation, spatial.rotation_range, spatial.prob_scaling, spatial.scale_range) == (
+        0.2, 0.5236, 0.2, (0.7, 1.4)) and spatial.modes == ["cubic", "label"]
+    assert (transforms[4].prob, transforms[4].rand_gaussian_noise.std) == (0.1, 0.1)
+    # the per-channel intensity transforms, as tests/data/test_intensity_augment.py measures them
+    channelwise = [(type(t.transform).__name__, t.prob, t.p_per_channel) for t in transforms[5:11]]
+    assert channelwise == [
+        ("RandGaussianSmooth", 0.2, 0.5), ("RandScaleIntensity", 0.15, 1.0), ("RandScaleIntensityFixedMean", 0.15, 1.0),
+        ("RandSimulateLowResolution", 0.25, 0.5), ("RandGamma", 0.1, 1.0), ("RandGamma", 0.3, 1.0),
+    ]
+    assert [t.transform.invert_image for t in transforms[9:11]] == [True, False]
+    assert all(t.transform.retain_stats for t in transforms[9:11])
+    assert [(type(t).__name__, t.flipper.spatial_axis, t.prob) for t in transforms[11:]] == [
+        ("RandFlipd", a, 0.5) for a in (0, 1, 2)
+    ]

@@ -60,6 +60,11 @@ def test_training_writes_weights_checkpoints_logs_and_pictures(tiny_overrides):
     # poly schedule per iteration, logged after the scheduler step: 1e-2 * (1 - k / 4) ** 0.9
     assert lrs == pytest.approx([1e-2 * (1 - k / 4) ** 0.9 for k in range(1, 5)], rel=1e-5)
     assert "reconstruction" in events.Tags()["images"]
+    # the Throughput handler's window (log_interval 1 here) next to the loss; no peak memory on CPU
+    assert [e.step for e in events.Scalars("train/samples_per_s")] == [1, 2, 3, 4]
+    assert all(e.value > 0 for e in events.Scalars("train/samples_per_s") + events.Scalars("train/step_ms"))
+    assert all(0 <= e.value <= 1 for e in events.Scalars("train/data_wait_share"))
+    assert "train/peak_memory_gib" not in events.Tags()["scalars"]
 
 
 def test_resume_after_a_crash_continues_at_the_same_iteration_and_lr(tiny_overrides, tmp_path, error_chain):
@@ -108,6 +113,41 @@ def test_resume_after_a_crash_continues_at_the_same_iteration_and_lr(tiny_overri
     assert len(saved_momentum) == len(restored["momentum"]) > 0
     for a, b in zip(restored["momentum"], saved_momentum):
         torch.testing.assert_close(a, b)
+
+
+def _record_batches(trainer, log):
+    """Per iteration, a checksum of the batch's patches (which images, crops and augmentations were drawn)."""
+
+    @trainer.on(Events.ITERATION_STARTED)
+    def _(engine):
+        log[engine.state.iteration] = float(engine.state.batch["image"].double().sum())
+
+
+def test_a_resumed_run_does_not_replay_the_data_and_a_run_is_reproducible(tiny_overrides, tmp_path, error_chain):
+    def crash(engine):
+        raise RuntimeError("simulated crash")
+
+    def run(name, crash_at=None):
+        batches: dict = {}
+        wf = _workflow(dict(tiny_overrides, output_dir=str(tmp_path / name)))
+        trainer = wf.parser.get_parsed_content("train#trainer")
+        _record_batches(trainer, batches)
+        if crash_at is not None:
+            trainer.add_event_handler(Events.ITERATION_COMPLETED(once=crash_at), crash)
+        try:
+            wf.run()
+        except RuntimeError as err:
+            assert "simulated crash" in error_chain(err)
+        return batches
+
+    uninterrupted = run("a")
+    assert run("b") == uninterrupted  # same seed, same batches
+    crashed = run("c", crash_at=3)  # checkpoint at iteration 2
+    assert crashed == {k: uninterrupted[k] for k in (1, 2, 3)}
+    resumed = run("c")
+    assert sorted(resumed) == [3, 4]
+    # restarted from the same seed, the loader would draw the first segment's batches again
+    assert set(resumed.values()).isdisjoint([crashed[1], crashed[2]])
 
 
 def test_missing_dataset_dir_names_the_path_and_the_fix(tiny_overrides, tmp_path, error_chain):
@@ -210,3 +250,28 @@ def test_speed_switches_train_the_same_first_step(tiny_overrides, tmp_path):
         losses[name] = seen
         resenc_unet("tiny").load_state_dict(torch.load(tmp_path / name / "models" / "model.pt", weights_only=True))
     assert losses["fast"][0] == pytest.approx(losses["plain"][0], rel=1e-4)
+
+
+def test_patch_is_rotated_and_scaled_from_image_context_bilinear_by_default_cubic_on_request():
+    from monai.bundle import ConfigParser
+
+    from custom_nets.data import RandAffineCropd, RandPatchCenterd
+
+    cases = ((False, None, ["bilinear"]), (True, None, ["bilinear", "nearest"]), (True, "cubic", ["cubic", "nearest"]))
+    for masks, interpolation, modes in cases:
+        parser = ConfigParser()
+        parser.read_config(TRAIN)
+        parser["use_anonymization_mask"] = masks
+        if interpolation is not None:
+            parser["image_interpolation"] = interpolation
+        transforms = parser.get_parsed_content("train#preprocessing").transforms
+        names = [type(t).__name__ for t in transforms]
+        # the centre first, then one resampling that cuts, rotates and scales; no crop-then-rotate
+        assert "RandSpatialCropd" not in names and "RandRotated" not in names and "RandZoomd" not in names
+        centre, spatial = transforms[names.index("RandPatchCenterd")], transforms[names.index("RandAffineCropd")]
+        assert isinstance(centre, RandPatchCenterd) and centre.label_key is None
+        assert isinstance(spatial, RandAffineCropd)
+        assert names.index("RandAffineCropd") == names.index("RandPatchCenterd") + 1
+        assert spatial.modes == modes and list(spatial.keys) == ["image", "anonymization_mask"][: len(modes)]
+        assert (spatial.prob_rotation, spatial.rotation_range, spatial.prob_scaling, spatial.scale_range) == (
+            0.2, 0.5236, 0.2, (0.7, 1.4))

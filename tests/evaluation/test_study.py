@@ -161,6 +161,38 @@ def test_changed_settings_are_not_mixed_with_old_results(tmp_path):
         run_study(path, runner=FakeBundle(), report=False)
 
 
+def test_each_pair_records_the_schedule_it_ran(tmp_path):
+    path = _write_study(tmp_path)
+    bundle = FakeBundle()
+    run_study(path, runner=bundle, report=False)
+    runs = tmp_path / "out" / "runs" / "brain"
+    schedules = {Path(o["output_dir"]).parts[-3]: o["schedule"] for stage, o in bundle.calls if stage == "train"}
+    assert schedules == {"s3d": "sawtooth", "scratch": "default"}  # the bundle's rule, passed explicitly
+    for method, schedule in schedules.items():
+        assert json.loads((runs / method / "seed0" / "full" / "pair.json").read_text())["train"]["schedule"] == schedule
+
+    # a study that names the schedule runs it for every method
+    other = tmp_path / "other"
+    other.mkdir()
+    bundle = FakeBundle()
+    run_study(_write_study(other, finetune={"epochs": 4, "network_preset": "tiny", "schedule": "warm_up"}),
+              runner=bundle, report=False)
+    assert {o["schedule"] for _, o in bundle.calls} == {"warm_up"}
+
+
+def test_pairs_recorded_before_schedules_were_recorded_ran_sawtooth(tmp_path):
+    path = _write_study(tmp_path)
+    run_study(path, runner=FakeBundle(), report=False)
+    for record in (tmp_path / "out" / "runs").glob("*/*/*/*/pair.json"):
+        old = json.loads(record.read_text())
+        del old["train"]["schedule"]
+        record.write_text(json.dumps(old))
+    # pre-trained pairs ran Sawtooth then as now and pass (brain/s3d comes first); scratch pairs ran Sawtooth, which
+    # is no longer their default
+    with pytest.raises(ValueError, match=r"brain/scratch/seed0/full' was made with other settings \(train.schedule"):
+        run_study(path, runner=FakeBundle(), report=False)
+
+
 def test_missing_checkpoints_fail_before_any_run(tmp_path):
     path = _write_study(tmp_path)
     (tmp_path / "s3d.pt").unlink()
