@@ -36,6 +36,26 @@ def latest_checkpoint(save_dir: str | os.PathLike) -> Path | None:
     return max(found)[1] if found else None
 
 
+def _mismatch_message(path: Path, key: str, obj, state, save_dir: Path) -> str:
+    """Why ``state`` (entry ``key`` of checkpoint ``path``) does not load into ``obj``, and what to do."""
+    message = (
+        f"checkpoint {path} does not fit this run's '{key}': it was written with other settings (network preset, "
+        "ablation switches, optimiser) or by another version."
+    )
+    if isinstance(obj, torch.nn.Module) and isinstance(state, dict):
+        expected = set(unwrap(obj).state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing:
+            message += f" Missing in the checkpoint: {missing[:3]}{' ...' if len(missing) > 3 else ''}."
+        if unexpected:
+            message += f" Not in this network: {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}."
+        if any(k.startswith("densify_convs.") for k in missing + unexpected):
+            message += (
+                " S3D runs started before the bottleneck was densified resume with --densify_coarse_stages false."
+            )
+    return message + f" Resume with the run's original settings, or start in another output_dir than {save_dir}."
+
+
 class ResumableCheckpoint:
     """Save every ``interval`` iterations and at the end; resume from the newest checkpoint on start.
 
@@ -88,7 +108,10 @@ class ResumableCheckpoint:
             )
         max_epochs = engine.state.max_epochs
         for key, obj in self.save_dict.items():
-            unwrap(obj).load_state_dict(checkpoint[key])
+            try:
+                unwrap(obj).load_state_dict(checkpoint[key])
+            except (RuntimeError, KeyError, ValueError) as err:
+                raise ValueError(_mismatch_message(path, key, obj, checkpoint[key], self.save_dir)) from err
         if engine.state.epoch > max_epochs:
             raise ValueError(
                 f"checkpoint {path} is at epoch {engine.state.epoch}, beyond this run's {max_epochs} epochs; "

@@ -131,3 +131,29 @@ def test_pictures_every_interval_and_once_more_at_the_end(tmp_path):
     ReconstructionPreview(again, interval=2).attach(engine)
     engine.run([0] * 4, max_epochs=1)  # ends on a picture: no duplicate
     assert len(list(again.glob("*.png"))) == 2
+
+
+def test_checkpoint_of_other_settings_names_the_file_the_keys_and_the_fix(tmp_path):
+    from ignite.engine import Engine
+
+    from custom_nets.engine import ResumableCheckpoint
+    from custom_nets.nets import S3D, resenc_unet
+
+    def run_with(network):
+        engine = Engine(lambda e, b: None)
+        handler = ResumableCheckpoint(tmp_path, {"network": network}, interval=1)
+        handler.attach(engine)
+        engine.run([0], max_epochs=1)
+
+    # a run of a version before the bottleneck was densified (4^3 blocks: the 8x stage of the tiny preset is coarser)
+    run_with(S3D(resenc_unet("tiny"), block_size=4, densify_coarse_stages=False))
+    with pytest.raises(ValueError) as info:
+        run_with(S3D(resenc_unet("tiny"), block_size=4))
+    text = str(info.value)
+    assert "checkpoint_iter000000001.pt" in text and "Missing in the checkpoint: ['densify_convs." in text
+    assert "--densify_coarse_stages false" in text and "another output_dir" in text
+    # the fix the message gives works: the same settings resume at iteration 1 and train on
+    engine = Engine(lambda e, b: None)
+    ResumableCheckpoint(tmp_path, {"network": S3D(resenc_unet("tiny"), block_size=4, densify_coarse_stages=False)}).attach(engine)
+    engine.run([0], max_epochs=2)
+    assert engine.state.iteration == 2
