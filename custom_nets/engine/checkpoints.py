@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Mapping
@@ -27,13 +28,46 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_iter(\d+)\.pt$")
 
 
-def latest_checkpoint(save_dir: str | os.PathLike) -> Path | None:
-    """The ``checkpoint_iter<N>.pt`` with the largest N in ``save_dir`` (None if there is none)."""
+def checkpoints_newest_first(save_dir: str | os.PathLike) -> list[Path]:
+    """Every ``checkpoint_iter<N>.pt`` in ``save_dir``, largest N first (empty if there is none)."""
     save_dir = Path(save_dir)
     if not save_dir.is_dir():
-        return None
+        return []
     found = [(int(m.group(1)), p) for p in save_dir.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(save_dir: str | os.PathLike) -> Path | None:
+    """The ``checkpoint_iter<N>.pt`` with the largest N in ``save_dir`` (None if there is none)."""
+    found = checkpoints_newest_first(save_dir)
+    return found[0] if found else None
+
+
+def _load_newest_readable(save_dir: Path) -> tuple[Path, dict] | None:
+    """(path, content) of the newest checkpoint that loads; None if there is none.
+
+    A checkpoint that cannot be read (cut short by a full disk, a copy interrupted by hand) is not deleted: it is
+    renamed to ``<name>.unreadable`` on the main process, with a warning naming it and the error, so the run resumes
+    from the next older one and nothing is lost.
+    """
+    candidates = checkpoints_newest_first(save_dir)
+    for path in candidates:
+        try:
+            return path, torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
+            kept = path.with_name(path.name + ".unreadable")
+            if is_main_process():
+                path.replace(kept)
+            logger.warning(
+                "checkpoint %s cannot be read (%s: %s); kept as %s, resuming from the next older checkpoint",
+                path, type(err).__name__, str(err).splitlines()[0] if str(err) else "", kept.name,
+            )
+    if candidates:
+        raise ValueError(
+            f"none of the {len(candidates)} checkpoints in {save_dir} can be read (kept as *.unreadable): start "
+            "in another output_dir, or move them away to train from iteration 0 here."
+        )
+    return None
 
 
 def _mismatch_message(path: Path, key: str, obj, state, save_dir: Path) -> str:
@@ -95,11 +129,11 @@ class ResumableCheckpoint:
         engine.add_event_handler(Events.COMPLETED, self.save)
 
     def load_latest(self, engine: Engine) -> None:
-        path = latest_checkpoint(self.save_dir)
-        if path is None:
+        loaded = _load_newest_readable(self.save_dir)
+        if loaded is None:
             logger.info("no checkpoint in %s: starting from iteration 0", self.save_dir)
             return
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        path, checkpoint = loaded
         missing = [k for k in self.save_dict if k not in checkpoint]
         if missing:
             raise ValueError(

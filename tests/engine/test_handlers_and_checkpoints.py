@@ -111,7 +111,7 @@ def test_pretext_preview_shows_class_outputs_as_argmax_and_skips_embeddings():
 
 
 def test_pictures_every_interval_and_once_more_at_the_end(tmp_path):
-    from ignite.engine import Engine
+    from ignite.engine import Engine, Events
 
     from custom_nets.engine import ReconstructionPreview
 
@@ -134,7 +134,7 @@ def test_pictures_every_interval_and_once_more_at_the_end(tmp_path):
 
 
 def test_checkpoint_of_other_settings_names_the_file_the_keys_and_the_fix(tmp_path):
-    from ignite.engine import Engine
+    from ignite.engine import Engine, Events
 
     from custom_nets.engine import ResumableCheckpoint
     from custom_nets.nets import S3D, resenc_unet
@@ -157,3 +157,41 @@ def test_checkpoint_of_other_settings_names_the_file_the_keys_and_the_fix(tmp_pa
     ResumableCheckpoint(tmp_path, {"network": S3D(resenc_unet("tiny"), block_size=4, densify_coarse_stages=False)}).attach(engine)
     engine.run([0], max_epochs=2)
     assert engine.state.iteration == 2
+
+
+def test_truncated_newest_checkpoint_is_kept_aside_and_the_run_resumes_from_the_older_one(tmp_path, caplog):
+    from ignite.engine import Engine, Events
+
+    from custom_nets.engine import ResumableCheckpoint
+
+    network = torch.nn.Linear(2, 2)
+    engine = Engine(lambda e, b: None)
+    ResumableCheckpoint(tmp_path, {"network": network}, interval=1, n_saved=2).attach(engine)
+    engine.run([0, 0, 0], max_epochs=1)  # keeps iterations 2 and 3
+    newest = tmp_path / "checkpoint_iter000000003.pt"
+    newest.write_bytes(newest.read_bytes()[:200])  # cut short, as by a full disk
+
+    resumed = Engine(lambda e, b: None)
+    ResumableCheckpoint(tmp_path, {"network": torch.nn.Linear(2, 2)}, interval=1, n_saved=2).attach(resumed)
+    started = []
+    resumed.add_event_handler(Events.ITERATION_STARTED, lambda e: started.append(e.state.iteration))
+    with caplog.at_level("INFO"):
+        resumed.run([0, 0, 0], max_epochs=2)
+    assert "checkpoint_iter000000003.pt cannot be read" in caplog.text
+    assert "resumed from" in caplog.text and "checkpoint_iter000000002.pt at iteration 2" in caplog.text
+    assert (tmp_path / "checkpoint_iter000000003.pt.unreadable").is_file()  # nothing deleted
+    assert started[0] == 3 and resumed.state.iteration == 6  # the first iteration after the restart is the 3rd
+    assert torch.load(tmp_path / "checkpoint_iter000000006.pt", weights_only=True)["trainer"]["iteration"] == 6
+
+
+def test_no_readable_checkpoint_names_the_folder_and_the_fix(tmp_path):
+    from ignite.engine import Engine, Events
+
+    from custom_nets.engine import ResumableCheckpoint
+
+    (tmp_path / "checkpoint_iter000000005.pt").write_bytes(b"not a checkpoint")
+    engine = Engine(lambda e, b: None)
+    ResumableCheckpoint(tmp_path, {"network": torch.nn.Linear(2, 2)}).attach(engine)
+    with pytest.raises(ValueError, match="none of the 1 checkpoints .* can be read .*another output_dir"):
+        engine.run([0], max_epochs=1)
+    assert (tmp_path / "checkpoint_iter000000005.pt.unreadable").is_file()
