@@ -123,6 +123,12 @@ class TensorBoardScalars:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+        # a run shorter than the interval, or ending between two points, still shows its last loss and lr
+        engine.add_event_handler(Events.COMPLETED, self._final)
+
+    def _final(self, engine: Engine) -> None:
+        if engine.state.output is not None and engine.state.iteration % self.interval:
+            self(engine)
 
     def __call__(self, engine: Engine) -> None:
         if self.writer is None:

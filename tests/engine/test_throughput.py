@@ -157,3 +157,24 @@ def test_tensorboard_writes_the_speed_under_train():
     assert writer.scalars["train/step_ms"][0] == pytest.approx(40.0)
     assert writer.scalars["train/data_wait_share"] == (pytest.approx(0.25), 4)
     assert "train/peak_memory_gib" not in writer.scalars
+
+
+def test_tensorboard_writes_a_last_point_when_the_run_ends_between_two_intervals():
+    points = []
+
+    class Writer:
+        def add_scalar(self, tag, value, step):
+            points.append((tag, step))
+
+    losses = iter([3.0, 2.0, 1.0])
+    engine = Engine(lambda e, b: {"loss": torch.tensor(next(losses))})
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    TensorBoardScalars(Writer(), optimizer, interval=10).attach(engine)
+    engine.run([0, 0, 0], max_epochs=1)  # shorter than log_interval
+    assert points == [("train/loss", 3), ("train/lr", 3)]
+
+    points.clear()
+    exact = Engine(lambda e, b: {"loss": torch.tensor(1.0)})
+    TensorBoardScalars(Writer(), optimizer, interval=2).attach(exact)
+    exact.run([0, 0, 0, 0], max_epochs=1)  # ends on an interval: no duplicate point
+    assert points == [("train/loss", 2), ("train/lr", 2), ("train/loss", 4), ("train/lr", 4)]
