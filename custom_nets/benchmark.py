@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from custom_nets.benchmark_baselines import DENSE_ANCHOR, build_step, step_parser, time_trainer
+from custom_nets.memory import PRECISIONS
 
 __all__ = [
     "run_benchmark",
@@ -73,7 +74,6 @@ __all__ = [
 ]
 
 MODELS = ("s3d", DENSE_ANCHOR, "loader")
-PRECISIONS = ("bf16", "fp32")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CONFIG = REPO_ROOT / "bundles" / "s3d_pretrain" / "configs" / "train.yaml"
 GIB = 1024**3

@@ -41,7 +41,6 @@ __all__ = [
     "build_step",
     "time_trainer",
     "measure_method",
-    "dense_resenc",
     "synthetic_batches",
     "run",
     "main",
@@ -70,7 +69,7 @@ TINY_SETTINGS = {
 # The dense anchor in the S3D bundle: nnU-Net's network, a step without mask, an MSE over every voxel. Optimiser,
 # clipping (grad_clip_norm), precision (amp), memory format (channels_last) and compile stay the bundle's.
 _DENSE_ANCHOR_OVERRIDES = {
-    "network_def": {"_target_": "custom_nets.benchmark_baselines.dense_resenc", "preset": "@network_preset"},
+    "network_def": {"_target_": "custom_nets.nets.dna_resenc_unet", "preset": "@network_preset"},
     "loss": {"_target_": "custom_nets.losses.view_mse.ViewMSELoss"},
     "train#iteration": {
         "_target_": "custom_nets.engine.PretextIteration",
@@ -81,20 +80,6 @@ _DENSE_ANCHOR_OVERRIDES = {
         "channels_last": "@channels_last",
     },
 }
-
-
-def dense_resenc(preset: str = "resenc_l") -> torch.nn.Module:
-    """nnU-Net's own ``ResidualEncoderUNet(**dna_kwargs(preset))`` (1 channel in, 1 out): the dense anchor."""
-    from custom_nets.nets import dna_kwargs
-
-    try:
-        from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
-    except ImportError as err:
-        raise ImportError(
-            "the dense anchor needs nnU-Net's network package: pip install --no-deps "
-            "dynamic-network-architectures==0.4.4, or leave dense_dna out of --models"
-        ) from err
-    return ResidualEncoderUNet(**dna_kwargs(preset))
 
 
 class ReconstructInput:

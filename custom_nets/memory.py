@@ -108,18 +108,11 @@ def saved_tensor_bytes(fn: Callable[[], Any]) -> dict[str, int]:
 
 
 def _build_model(model: str, preset: str, block_size: int, s3d_kwargs: dict | None) -> nn.Module:
-    from custom_nets.nets import S3D, dna_kwargs, resenc_unet
+    from custom_nets.nets import S3D, dna_resenc_unet, resenc_unet
 
     if model == "s3d":
         return S3D(resenc_unet(preset), block_size=block_size, **(s3d_kwargs or {}))
-    try:
-        from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
-    except ImportError as err:
-        raise ImportError(
-            "the dense anchor 'dense_dna' is nnU-Net's ResidualEncoderUNet: install it with "
-            "pip install --no-deps dynamic-network-architectures==0.4.4"
-        ) from err
-    return ResidualEncoderUNet(**dna_kwargs(preset))
+    return dna_resenc_unet(preset)
 
 
 def _give_empty_storage(net: nn.Module, device: torch.device) -> None:

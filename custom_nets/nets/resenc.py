@@ -271,3 +271,16 @@ def dna_kwargs(preset: str = "resenc_l", in_channels: int = 1, num_classes: int 
         "nonlin_kwargs": {"inplace": True},
         "deep_supervision": deep_supervision,
     }
+
+
+def dna_resenc_unet(preset: str = "resenc_l") -> nn.Module:
+    """nnU-Net's own ``ResidualEncoderUNet(**dna_kwargs(preset))`` (1 channel in, 1 out): the dense anchor that the
+    benchmark and the memory count compare S3D with. Needs the ``dynamic_network_architectures`` package."""
+    try:
+        from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+    except ImportError as err:
+        raise ImportError(
+            "the dense anchor 'dense_dna' is nnU-Net's ResidualEncoderUNet: install it with pip install --no-deps "
+            "dynamic-network-architectures==0.4.4, or leave dense_dna out of --models"
+        ) from err
+    return ResidualEncoderUNet(**dna_kwargs(preset))

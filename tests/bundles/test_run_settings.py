@@ -33,15 +33,6 @@ INFERENCE = {
 }
 
 
-@pytest.fixture
-def restore_torch_flags(monkeypatch):
-    """Put cuDNN flags, deterministic-algorithm mode and CUBLAS_WORKSPACE_CONFIG back after the test."""
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
-    yield
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
-    torch.use_deterministic_algorithms(saved[2])
-
 
 @pytest.fixture
 def one_process_group(monkeypatch):

@@ -12,15 +12,6 @@ import torch
 from custom_nets.engine import default_num_workers, runtime, seed_run
 
 
-@pytest.fixture
-def restore_torch_flags(monkeypatch):
-    """Put cuDNN flags, deterministic-algorithm mode and CUBLAS_WORKSPACE_CONFIG back after the test."""
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
-    yield
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
-    torch.use_deterministic_algorithms(saved[2])
-
 
 def test_default_is_autotuned_and_nondeterministic(restore_torch_flags):
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
