@@ -26,10 +26,16 @@ import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["POLY_EXPONENT", "SCHEDULES", "Stage", "Schedule", "build_schedule", "warmup_iterations"]
+__all__ = ["POLY_EXPONENT", "SCHEDULES", "Stage", "Schedule", "build_schedule", "default_schedule", "warmup_iterations"]
 
 POLY_EXPONENT = 0.9  # nnU-Net's polynomial decay exponent
 SCHEDULES = ("default", "frozen", "warm_up", "valley", "sawtooth")
+
+
+def default_schedule(pretrained_checkpoint: str | None) -> str:
+    """The schedule a fine-tuning run gets unless one is named: "sawtooth" (best for CNNs in OpenMind) from
+    pre-trained weights, "default" (nnU-Net's poly decay, whole network from the start) from scratch."""
+    return "sawtooth" if pretrained_checkpoint else "default"
 TRAINS = ("decoder", "all")
 SHAPES = ("linear", "poly")
 

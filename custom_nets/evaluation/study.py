@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from custom_nets.data.atomic import atomic_write_text
+from custom_nets.engine.schedules import default_schedule
 from custom_nets.evaluation.study_schema import (
     DatasetSpec,
     MethodSpec,
@@ -46,7 +47,6 @@ __all__ = [
     "MethodSpec",
     "Pair",
     "Study",
-    "default_schedule",
     "load_study",
     "pair_done",
     "run_study",
@@ -87,11 +87,6 @@ def _pair_settings(study: Study, pair: Pair) -> dict:
         split_file=str(Path(study.output_dir, "splits", f"{pair.dataset}_seed{pair.seed}.json")),
     )
     return settings
-
-
-def default_schedule(checkpoint: str | None) -> str:
-    """The fine-tuning bundle's default schedule: "sawtooth" with pre-trained weights, "default" from scratch."""
-    return "sawtooth" if checkpoint else "default"
 
 
 def _record_settings(run_dir: Path, settings: dict, evaluate: dict) -> None:
