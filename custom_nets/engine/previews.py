@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["PANELS", "panel_grid", "intensity_window", "preview_grid", "pretext_grid", "save_png"]
+__all__ = ["PANELS", "slice_grid", "panel_grid", "intensity_window", "preview_grid", "pretext_grid", "save_png"]
 
 PANELS = ("input", "masked input", "reconstruction", "target (masked voxels)")
 
@@ -23,28 +23,41 @@ def _volume(t: torch.Tensor) -> np.ndarray:
     return (t[0] if t.ndim == 4 else t).numpy()
 
 
+def slice_grid(panels: Sequence[np.ndarray], gap: int = 2, min_size: int = 128) -> np.ndarray:
+    """Lay out display-ready uint8 volumes: one column per panel, rows are the central axial, coronal and sagittal
+    slices; small slices are enlarged by an integer factor (nearest neighbour) to about ``min_size`` pixels and
+    panels are separated by ``gap`` black pixels.
+
+    Args:
+        panels: (D, H, W) grey or (D, H, W, 3) RGB uint8 volumes, all of one shape.
+
+    Returns:
+        (rows, cols) or (rows, cols, 3) uint8 picture.
+    """
+    shape = panels[0].shape
+    if any(p.shape != shape for p in panels):
+        raise ValueError(f"all panels must have the same shape, got {[p.shape for p in panels]}.")
+    channels = shape[3:]  # () grey, (3,) RGB
+    rows = []
+    for axis in range(3):
+        slices = [np.rot90(np.take(p, shape[axis] // 2, axis=axis)) for p in panels]
+        zoom = max(1, -(-min_size // max(slices[0].shape[:2])))
+        slices = [np.kron(s, np.ones((zoom, zoom) + (1,) * len(channels), np.uint8)) for s in slices]
+        spacer = np.zeros((slices[0].shape[0], gap) + channels, np.uint8)
+        rows.append(np.concatenate([x for s in slices for x in (s, spacer)][:-1], axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, gap), (0, width - r.shape[1])) + ((0, 0),) * len(channels)) for r in rows]
+    picture = np.concatenate(rows, axis=0)
+    return picture[: picture.shape[0] - gap]
+
+
 def panel_grid(
     panels: Sequence[np.ndarray], windows: Sequence[tuple[float, float]], gap: int = 2, min_size: int = 128
 ) -> np.ndarray:
     """A (rows, cols) uint8 picture: one column per (D, H, W) panel, rows are the central axial, coronal and
     sagittal slices; panel i is shown in the intensity window ``windows[i]`` (low, high)."""
-    shape = panels[0].shape
-    if any(p.shape != shape for p in panels):
-        raise ValueError(f"all panels must have the same shape, got {[p.shape for p in panels]}.")
-    centre = [s // 2 for s in shape]
-    rows = []
-    for axis in range(3):
-        slices = [
-            np.rot90(_to_uint8([np.take(p, centre[axis], axis=axis)], *w)[0]) for p, w in zip(panels, windows)
-        ]
-        zoom = max(1, -(-min_size // max(slices[0].shape)))
-        slices = [np.kron(s, np.ones((zoom, zoom), np.uint8)) for s in slices]
-        spacer = np.zeros((slices[0].shape[0], gap), np.uint8)
-        rows.append(np.concatenate([x for s in slices for x in (s, spacer)][:-1], axis=1))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, gap), (0, width - r.shape[1]))) for r in rows]
-    picture = np.concatenate(rows, axis=0)
-    return picture[: picture.shape[0] - gap]
+    windowed = [_to_uint8([p], *w)[0] for p, w in zip(panels, windows)]
+    return slice_grid(windowed, gap=gap, min_size=min_size)
 
 
 def intensity_window(volume: np.ndarray) -> tuple[float, float]:

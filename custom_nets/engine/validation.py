@@ -24,6 +24,8 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 
+from custom_nets.engine.previews import slice_grid
+
 __all__ = ["CLASS_COLOURS", "PseudoDice", "ValidationSummary", "overlay_grid"]
 
 logger = logging.getLogger(__name__)
@@ -119,18 +121,7 @@ def overlay_grid(
         return np.where(mask, (1 - opacity) * rgb + opacity * colours, rgb)
 
     panels = [np.repeat(grey[..., None], 3, axis=-1), coloured(reference), coloured(predicted)]
-    rows = []
-    for axis in range(3):
-        centre = volume.shape[axis] // 2
-        slices = [np.rot90(np.take(p, centre, axis=axis)) for p in panels]
-        zoom = max(1, -(-min_size // max(slices[0].shape[:2])))
-        slices = [np.kron(s, np.ones((zoom, zoom, 1))) for s in slices]
-        gap = np.zeros((slices[0].shape[0], 2, 3))
-        rows.append(np.concatenate([x for s in slices for x in (s, gap)][:-1], axis=1))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0))) for r in rows]
-    picture = np.concatenate(rows, axis=0)[:-2]
-    return (picture * 255).round().astype(np.uint8)
+    return slice_grid([(p * 255).round().astype(np.uint8) for p in panels], min_size=min_size)
 
 
 class ValidationSummary:
