@@ -4,6 +4,7 @@
 from custom_nets.data.datalist import load_datalist
 from custom_nets.data.foreground_sampling import ForegroundOversampledDataset, RandPatchCenterd, forced_foreground
 from custom_nets.data.intensity_augment import RandChannelwised, RandGamma
+from custom_nets.data.paths import check_writable_dir
 from custom_nets.data.demo import make_demo_volume, write_demo_dataset
 from custom_nets.data.preprocess import prepare_dataset, preprocess_dataset
 from custom_nets.data.quality import QualityThresholds, check_image
@@ -21,6 +22,7 @@ __all__ = [
     "forced_foreground",
     "QualityThresholds",
     "check_image",
+    "check_writable_dir",
     "load_datalist",
     "make_demo_volume",
     "prepare_dataset",

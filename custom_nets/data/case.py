@@ -20,7 +20,6 @@ becomes an ``excluded`` record with a reason, so one bad file cannot stop a larg
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from monai.transforms import (
 )
 
 from custom_nets.data.atomic import atomic_save_nifti
+from custom_nets.data.paths import input_problem, permission_denied
 from custom_nets.data.quality import QualityThresholds, check_image, describe_error, is_nibabel_file
 
 __all__ = ["crash_record", "output_folder", "preprocess_case"]
@@ -97,8 +97,13 @@ def _input_problem(task: dict, thresholds: QualityThresholds) -> str | None:
         if reason:
             return reason if len(_files(task["inputs"][image_key])) == 1 else f"{reason} ({path})"
     for key in mask_keys:
-        if key in task["inputs"] and not os.path.isfile(task["inputs"][key]):
+        if key not in task["inputs"]:
+            continue
+        problem = input_problem(task["inputs"][key])
+        if problem and problem.startswith("missing"):
             return f"missing: {key} file not found ({task['inputs'][key]})"
+        if problem:
+            return f"{problem} ({key})"
     return None
 
 
@@ -201,6 +206,8 @@ def preprocess_case(task: dict) -> dict:
     """
     try:
         return _preprocess(task)
+    except PermissionError as err:  # e.g. a file that became unreadable after the quality check
+        return _record(task, "excluded", permission_denied(err.filename or _files(task["inputs"][task["keys"][0]])[0]))
     except Exception as err:  # a bad file must never stop the run
         logger.debug("Case %s failed", task.get("case_id"), exc_info=True)
         return _record(task, "excluded", f"unreadable: {describe_error(err)}")

@@ -6,7 +6,8 @@ parallel, appends one manifest line per finished source, and finally writes
 * ``<cache_dir>/images/<case_id>.nii.gz`` (float32, RAS, cropped, z-scored, resampled) and
   ``<cache_dir>/anonymization_masks/<case_id>.nii.gz`` (uint8, same geometry),
 * ``<cache_dir>/datalist.json``: MSD-style ``{"training": [...]}`` with paths relative to the cache,
-* ``<cache_dir>/excluded.csv``: one ``source,reason`` row per file the quality filter dropped,
+* ``<cache_dir>/excluded.csv``: one ``source,reason`` row per file the quality filter dropped or
+  the selection filters (image quality score, modality; ``custom_nets.data.selection``) left out,
 * ``<cache_dir>/settings.json`` and ``<cache_dir>/manifest*.jsonl`` (see ``manifest``).
 
 A rerun skips every source whose manifest record is still valid (same inputs; outputs present),
@@ -38,8 +39,10 @@ from custom_nets.data.manifest import (
     read_manifests,
 )
 from custom_nets.data.parallel import run_tasks
+from custom_nets.data.paths import check_writable_dir
 from custom_nets.data.quality import QualityThresholds
 from custom_nets.data.results import collect_results, without_shapes, write_results
+from custom_nets.data.selection import select_entries
 from custom_nets.distributed import barrier, is_initialized
 
 __all__ = ["preprocess_dataset", "prepare_dataset"]
@@ -162,6 +165,7 @@ def preprocess_dataset(
     *,
     rank: int = 0,
     world_size: int = 1,
+    excluded=(),
 ) -> dict:
     """Quality-filter and preprocess ``entries`` into ``cache_dir``, resuming earlier runs.
 
@@ -176,6 +180,8 @@ def preprocess_dataset(
         rank, world_size: process only ``entries[rank::world_size]`` and append to
             ``manifest.rank<rank>.jsonl``; with ``world_size > 1`` the datalist and
             ``excluded.csv`` are not written here (``prepare_dataset`` merges the shards).
+        excluded: ``{"image", "reason"}`` rows of images left out before preprocessing (by the
+            selection filters); listed first in ``excluded.csv`` and in the result.
 
     Returns:
         ``{"datalist": <cache_dir>/datalist.json, "training": [entries with absolute cached
@@ -233,6 +239,7 @@ def preprocess_dataset(
         raise RuntimeError(
             f"{len(unfinished)} cases in '{cache}' lost their cached files during preprocessing: run again"
         )
+    result["excluded"] = [*excluded, *result["excluded"]]
     if world_size == 1:
         write_results(result, cache)
     return without_shapes(result)
@@ -310,12 +317,15 @@ def prepare_dataset(
     patch_size=None,
     rank: int = 0,
     world_size: int = 1,
+    max_image_quality_score=None,
+    modalities=None,
 ) -> list[dict]:
     """Find, filter and preprocess the pre-training data; the one call the training configs make.
 
     Args:
-        dataset_dir: folder of NIfTI files or datalist JSON (see ``load_datalist``); ``None``
-            writes the synthetic demo dataset to ``<cache_dir>/demo_source`` and uses it.
+        dataset_dir: folder of images, datalist JSON, OpenMind's ``openneuro_metadata.csv``, an
+            nnssl ``pretrain_data.json`` or a BIDS root (see ``load_datalist``); ``None`` writes the
+            synthetic demo dataset to ``<cache_dir>/demo_source`` and uses it.
         cache_dir: preprocessing cache folder (reused and resumed across runs).
         num_workers: worker processes per rank; 0 runs in-process. Default: the cores this
             process may use, divided among the ranks on this machine (``LOCAL_WORLD_SIZE``).
@@ -327,12 +337,16 @@ def prepare_dataset(
             ``entries[rank::world_size]``; after a ``torch.distributed`` barrier (when
             initialised) every rank reads all manifest shards, so all ranks return the same list,
             and rank 0 writes ``datalist.json`` and ``excluded.csv``.
+        max_image_quality_score: keep images whose OpenMind image quality score (1 best ... 5
+            worst) is at most this; ``None``: no filter (see ``custom_nets.data.selection``).
+        modalities: keep images of these modalities (e.g. ``["T1w", "T2w", "FLAIR"]``); ``None``: all.
 
     Returns:
         Training entries with absolute paths: ``image`` and, when present, ``anonymization_mask``.
 
     Raises:
-        ValueError: no image passed the quality filter, or arguments are invalid.
+        ValueError: no image passed the filters, or arguments are invalid.
+        PermissionError: ``cache_dir`` cannot be written (the message names the path and the fix).
         RuntimeError: with several ranks but no initialised process group, another rank has not
             finished its share yet.
     """
@@ -340,7 +354,7 @@ def prepare_dataset(
         raise ValueError(
             "cache_dir is empty: pass a writable folder for the preprocessed cache, e.g. --cache_dir ./cache"
         )
-    cache = Path(os.path.abspath(os.fspath(cache_dir)))
+    cache = Path(check_writable_dir(cache_dir, "cache folder", "--cache_dir"))
     quality = _as_thresholds(thresholds)
     distributed = world_size > 1 and is_initialized()
     if distributed:
@@ -362,10 +376,15 @@ def prepare_dataset(
 
     keys = ("image", "anonymization_mask")
     entries = _without_cache_outputs(load_datalist(dataset_dir), cache, keys)
+    entries, selected_out = select_entries(entries, max_image_quality_score, modalities)
     if num_workers is None and world_size > 1:
         # Ranks on one machine share its cores; torchrun exports how many ranks run here.
         num_workers = max(1, _available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    preprocess_dataset(entries, cache, num_workers, target_spacing, quality, keys, rank=rank, world_size=world_size)
+    if entries:
+        preprocess_dataset(
+            entries, cache, num_workers, target_spacing, quality, keys, rank=rank, world_size=world_size,
+            excluded=selected_out,
+        )
     if distributed:
         barrier()
     elif world_size > 1:
@@ -374,18 +393,21 @@ def prepare_dataset(
         )
 
     result, unfinished = collect_results(_case_inputs(entries, keys, warn=False), read_manifests(cache), cache)
+    result["excluded"] = [*selected_out, *result["excluded"]]
     if unfinished:
         raise RuntimeError(
             f"{len(unfinished)} of {len(unfinished) + len(result['training']) + len(result['excluded'])} cases in "
             f"'{cache}' have not been preprocessed by the other ranks yet: initialise torch.distributed before "
             "calling prepare_dataset, or run it once with world_size=1"
         )
-    if world_size > 1 and rank == 0:
+    if rank == 0 and (world_size > 1 or not entries):
+        cache.mkdir(parents=True, exist_ok=True)
         write_results(result, cache)
     if not result["training"]:
         raise ValueError(
-            f"no image passed the quality filter: all {len(result['excluded'])} files were excluded "
-            f"(reasons in {cache / 'excluded.csv'}); check dataset_dir or relax the thresholds"
+            f"no image passed the filters: all {len(result['excluded'])} files were excluded "
+            f"(reasons in {cache / 'excluded.csv'}); check dataset_dir, or relax the quality_thresholds, "
+            "max_image_quality_score or modalities"
         )
     if patch_size is not None:
         _warn_small_images(result["training"], patch_size)

@@ -3,13 +3,17 @@
 Large public collections contain files that would crash or silently poison a pre-training run:
 missing or truncated downloads, 2D localisers, 4D time series, NaN-filled exports, thin slabs and
 very coarse scans. ``check_image`` turns each of these into a short reason string that starts
-with a stable code (``missing``, ``too_small_file``, ``unreadable``, ``not_3d``, ``bad_spacing``,
-``coarse_spacing``, ``small_fov``, ``nan_inf``), so excluded files can be listed and counted
-instead of stopping the run. It never raises for a bad file.
+with a stable code (``missing``, ``permission_denied``, ``too_small_file``, ``unreadable``,
+``not_3d``, ``bad_spacing``, ``coarse_spacing``, ``small_fov``, ``nan_inf``), so excluded files can
+be listed and counted instead of stopping the run. It never raises for a bad file.
 
 The header is read first (cheap, lazy nibabel proxy); voxel data is read only at the end, both to
 count NaN/Inf voxels and to prove that the whole (possibly compressed) file can be decoded.
 Formats nibabel does not know (e.g. NRRD, MetaImage) are read with ITK instead.
+
+A NIfTI/Analyze header whose voxel size (``pixdim[1:4]``) is 0 or missing and that has no sform is
+``bad_spacing``: nibabel (and so MONAI's reader) silently replaces the 0 by 1 mm, which would
+resample the image at a made-up scale.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from typing import Callable
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
+
+from custom_nets.data.paths import input_problem, permission_denied
 
 __all__ = ["QualityThresholds", "check_image", "NIBABEL_SUFFIXES"]
 
@@ -65,6 +72,7 @@ class _Header:
     shape: tuple[int, ...]
     spacing_mm: tuple[float, ...]
     read_data: Callable[[], np.ndarray]
+    spacing_problem: str | None = None
 
 
 def is_nibabel_file(path: str | os.PathLike) -> bool:
@@ -83,11 +91,43 @@ def describe_error(err: BaseException) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
 
 
+def _unset_voxel_size(image) -> str | None:
+    """``bad_spacing`` reason when a NIfTI/Analyze header has a 0 or missing voxel size and no sform.
+
+    The stored header is re-read without nibabel's fix-ups, which set a 0 voxel size to 1 mm.
+    """
+    header = image.header
+    if not isinstance(header, nib.analyze.AnalyzeHeader) or "mat" in image.file_map:
+        return None  # MGH stores its geometry elsewhere; an SPM .mat file defines the affine
+    if "sform_code" in header and int(header["sform_code"]) > 0:
+        return None  # the sform alone gives the geometry (nibabel leaves sform_code as stored)
+    with ImageOpener(image.file_map.get("header", image.file_map["image"]).filename) as handle:
+        raw = type(header).from_fileobj(handle, check=False)
+    axes = min(3, len(image.shape))
+    sizes = [float(v) for v in raw["pixdim"][1 : 1 + axes]]
+    if all(np.isfinite(v) and v != 0 for v in sizes):
+        return None
+    qform = int(raw["qform_code"]) if "qform_code" in raw else 0
+    shown = ", ".join(f"{v:g}" for v in sizes)
+    return (
+        f"bad_spacing: the header gives no voxel size (pixdim[1:4] = ({shown}), sform_code 0, qform_code {qform}), "
+        "so the spacing is unknown and readers would assume 1 mm; fix: write the voxel size in mm into the header "
+        "(e.g. nibabel: img.header.set_zooms((x, y, z)), then save)"
+    )
+
+
+def _reader_failure(path: str, err: BaseException) -> str:
+    """Reason for a reader exception; a permission problem is named as such."""
+    if isinstance(err, PermissionError):
+        return permission_denied(path)
+    return f"unreadable: {describe_error(err)}"
+
+
 def _nibabel_header(path: str) -> _Header:
     image = nib.load(path)
     spacing = np.sqrt((np.asarray(image.affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
     return _Header(tuple(int(s) for s in image.shape), tuple(float(s) for s in spacing),
-                   lambda: np.asanyarray(image.dataobj))
+                   lambda: np.asanyarray(image.dataobj), _unset_voxel_size(image))
 
 
 def _itk_header(path: str) -> _Header:
@@ -149,7 +189,8 @@ def check_image(path, thresholds: QualityThresholds = QualityThresholds()) -> st
 
     Returns:
         ``None`` when the file passes, otherwise ``"<code>: <detail>"``, e.g.
-        ``"small_fov: field of view 40.0 mm < 50 mm on axis 2"``. Never raises for a bad file.
+        ``"small_fov: field of view 40.0 mm < 50 mm on axis 2"`` or ``"permission_denied: '<path>'
+        cannot be read by this user; fix: ..."``. Never raises for a bad file.
     """
     if not isinstance(thresholds, QualityThresholds):
         raise ValueError(
@@ -157,24 +198,27 @@ def check_image(path, thresholds: QualityThresholds = QualityThresholds()) -> st
             "pass e.g. QualityThresholds(min_fov_mm=50.0)"
         )
     path = os.fspath(path)
-    if not os.path.exists(path):
-        return "missing: file not found"
-    if not os.path.isfile(path):
-        return "missing: path is a folder, not an image file"
+    problem = input_problem(path)
+    if problem:
+        return problem
     size = os.path.getsize(path)
     if size < thresholds.min_file_bytes:
         return f"too_small_file: {_kilobytes(size)} kB < {_kilobytes(thresholds.min_file_bytes)} kB"
     try:
         header = _read_header(path)
     except Exception as err:  # any reader failure means the file cannot be used
-        return f"unreadable: {describe_error(err)}"
-    problem = _dimension_problem(header.shape) or _geometry_problem(header.shape, header.spacing_mm, thresholds)
+        return _reader_failure(path, err)
+    problem = (
+        _dimension_problem(header.shape)
+        or header.spacing_problem
+        or _geometry_problem(header.shape, header.spacing_mm, thresholds)
+    )
     if problem:
         return problem
     try:
         data = header.read_data()
     except Exception as err:  # truncated gzip streams and short files fail here
-        return f"unreadable: {describe_error(err)}"
+        return _reader_failure(path, err)
     if np.issubdtype(data.dtype, np.inexact):
         bad = int(data.size - np.count_nonzero(np.isfinite(data)))
         if bad:

@@ -11,14 +11,19 @@ folder then holds
 * ``images/<case>.nii.gz`` (float32, RAS, cropped, normalised, resampled; ``x, y, z, C`` for C > 1
   modalities) and ``labels/<case>.nii.gz`` (uint8, same grid),
 * ``dataset.json``: MSD-style, paths relative to the cache, with ``labels``, ``modality`` and the
-  ``spacing`` used (itself readable by ``load_segmentation_datalist``),
+  ``spacing`` used, the held-out cases of the source's labeled ``test`` list under ``test`` (itself
+  readable by ``load_segmentation_datalist``),
 * ``skipped.csv``: ``case,reason`` for every case left out,
 * ``settings.json``, ``manifest.jsonl`` and, for CT, ``intensity_statistics.json``.
 
-Problem handling (details in ``segmentation_case``): geometry mismatches and undeclared label
-values raise one ``ValueError`` that lists every such case after all other cases are cached;
-missing files or modalities and unreadable files are skipped with a logged, counted reason;
-cases with an empty label are kept with a warning.
+Problem handling (details in ``segmentation_case``): geometry mismatches, undeclared label
+values, a zero or missing voxel size and files this user may not read raise one ``ValueError``
+that lists every such case with its file after all other cases are cached; missing files or
+modalities and corrupt files are skipped with a logged, counted reason; cases with an empty label
+are kept with a warning.
+
+Labeled cases of the dataset's ``test`` list are cached with the others and named in the result's
+``test_cases``; ``make_splits(..., test_cases=...)`` then holds exactly them out.
 
 ``make_splits`` and ``select_split`` (``custom_nets.data.splits``) are re-exported here.
 """
@@ -40,6 +45,7 @@ from custom_nets.data.ct_normalisation import ct_statistics
 from custom_nets.data.demo_segmentation import write_demo_segmentation_dataset
 from custom_nets.data.manifest import ManifestWriter, check_settings, entry_identity, manifest_name, read_manifests
 from custom_nets.data.parallel import run_tasks
+from custom_nets.data.paths import check_writable_dir
 from custom_nets.data.preprocess import _plan, _Progress, _worker_count
 from custom_nets.data.segmentation_case import ERROR_CODES, LABELED_DATA_THRESHOLDS, preprocess_segmentation_case
 from custom_nets.distributed import barrier, rank_and_world
@@ -93,19 +99,27 @@ def _format_cases(items: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _write_outputs(cache: Path, training: list[dict], skipped, labels, modalities, spacing, normalisation) -> str:
+def _write_outputs(
+    cache: Path, training: list[dict], test_cases, skipped, labels, modalities, spacing, normalisation
+) -> str:
     """Write the cache's ``dataset.json`` (paths relative to the cache) and ``skipped.csv``."""
+    held_out = set(test_cases)
+
+    def relative(entries):
+        return [{"image": os.path.relpath(e["image"], cache), "label": os.path.relpath(e["label"], cache)} for e in entries]
+
     dataset = {
         "name": "preprocessed segmentation cache",
         "modality": {str(i): name for i, name in enumerate(modalities)},
         "labels": {str(k): v for k, v in labels.items()},
         "spacing": list(spacing),
         "normalisation": normalisation,
-        "numTraining": len(training),
-        "training": [
-            {"image": os.path.relpath(e["image"], cache), "label": os.path.relpath(e["label"], cache)} for e in training
-        ],
+        "numTraining": len(training) - len(held_out),
+        "training": relative([e for e in training if e["case"] not in held_out]),
     }
+    if held_out:
+        dataset["numTest"] = len(held_out)
+        dataset["test"] = relative([e for e in training if e["case"] in held_out])
     atomic_write_text(cache / "dataset.json", json.dumps(dataset, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -131,12 +145,13 @@ def _run(tasks: list[dict], cache: Path, num_workers, records: dict) -> None:
 
 def _prepare(source, cache: Path, target_spacing, modality, ct_clip, num_workers, key, write: bool) -> dict:
     dataset = read_segmentation_dataset(source, key)
-    skipped = [(p.case, p.reason) for p in dataset.problems]
+    skipped = [(p.case, p.reason) for p in dataset.problems if p.code not in ERROR_CODES]
+    errors = [(p.case, p.reason) for p in dataset.problems if p.code in ERROR_CODES]
     entries = [e for e in dataset.entries if "label" in e]
     if len(entries) < len(dataset.entries):
         raise ValueError(f"the '{key}' list of '{dataset.path}' has no labels: pass the key of the labeled cases")
     if not entries:
-        raise ValueError(f"no usable case in '{dataset.path}':\n{_format_cases(skipped)}")
+        raise ValueError(f"no usable case in '{dataset.path}':\n{_format_cases(errors + skipped)}")
     spacing = resolve_target_spacing(target_spacing, [e["image"][0] for e in entries])
     normalisation: dict = {"modality": modality}
     if modality == "ct":
@@ -161,7 +176,7 @@ def _prepare(source, cache: Path, target_spacing, modality, ct_clip, num_workers
     ]
     _run(tasks, cache, num_workers, records)
 
-    training, errors, empty, class_voxels = [], [], [], np.zeros(len(classes), dtype=np.int64)
+    training, empty, class_voxels = [], [], np.zeros(len(classes), dtype=np.int64)
     for entry, item in zip(entries, inputs):
         record = records[entry_identity(item)]
         case = entry["case"]
@@ -178,23 +193,29 @@ def _prepare(source, cache: Path, target_spacing, modality, ct_clip, num_workers
         logger.warning("Skipping case '%s': %s", case, reason)
     if errors:
         raise ValueError(
-            f"{len(errors)} labeled cases of '{dataset.path}' have wrong labels or geometry (the other cases are "
-            f"cached; fix these files or remove the cases from dataset.json, then run again):\n{_format_cases(errors)}"
+            f"{len(errors)} labeled cases of '{dataset.path}' have files that need fixing (wrong labels or geometry, "
+            "no voxel size, or no read permission; the other cases are cached; fix these files or remove the cases "
+            f"from dataset.json, then run again):\n{_format_cases(errors)}"
         )
     if not training:
         raise ValueError(f"no case of '{dataset.path}' could be preprocessed:\n{_format_cases(skipped)}")
     if empty:
         logger.warning("%d of %d cases have an empty label (no foreground): %s", len(empty), len(training), empty[:10])
+    cached = {e["case"] for e in training}
+    test_cases = [case for case in dataset.test_cases if case in cached]
     datalist = str(cache / "dataset.json")
     if write:
-        datalist = _write_outputs(cache, training, skipped, dataset.labels, dataset.modalities, spacing, normalisation)
+        datalist = _write_outputs(
+            cache, training, test_cases, skipped, dataset.labels, dataset.modalities, spacing, normalisation
+        )
     logger.info(
         "Segmentation data ready: %d cases, %d skipped (see %s); voxels per class %s",
         len(training), len(skipped), cache / "skipped.csv",
         {dataset.labels[c]: int(n) for c, n in zip(classes, class_voxels)},
     )
     return {
-        "training": training, "labels": dict(dataset.labels), "spacing": list(spacing), "skipped": skipped,
+        "training": training, "test_cases": test_cases, "labels": dict(dataset.labels), "spacing": list(spacing),
+        "skipped": skipped,
         "modalities": list(dataset.modalities), "empty_labels": empty, "normalisation": normalisation,
         "datalist": datalist,
     }
@@ -226,7 +247,8 @@ def prepare_segmentation_dataset(
         key: the entry list of ``dataset.json`` to use.
 
     Returns:
-        ``{"training": [{"case", "image", "label"} with absolute cached paths], "labels":
+        ``{"training": [{"case", "image", "label"} with absolute cached paths of every cached case,
+        the held-out ones included], "test_cases": [cases from the labeled 'test' list], "labels":
         {0: "background", ...}, "spacing": [x, y, z] mm used, "skipped": [(case, reason)],
         "modalities": [channel names], "empty_labels": [cases], "normalisation": {...},
         "datalist": <cache_dir>/dataset.json}``.
@@ -247,6 +269,8 @@ def prepare_segmentation_dataset(
     if rank:  # not rank 0: wait until rank 0 has built the cache, then only read it
         barrier()
         num_workers = 0
+    if not rank:
+        check_writable_dir(cache, "cache folder", "--cache_dir")
     cache.mkdir(parents=True, exist_ok=True)
     if source is None:
         logger.warning("No dataset given: using the synthetic labeled demo dataset in %s", cache / DEMO_SOURCE_FOLDER)

@@ -18,11 +18,14 @@ Which problems are errors and which are skips (the record's ``reason`` code says
 
 * errors, ``ERROR_CODES``: ``label_mismatch`` (label geometry differs from the image),
   ``modality_mismatch`` (modalities not co-registered), ``label_values`` (values outside the
-  declared classes or not integers). They point at a wrong file or declaration that silently
-  corrupts training; ``prepare_segmentation_dataset`` raises listing every such case;
+  declared classes or not integers), ``bad_spacing`` (a zero or missing voxel size: the header
+  needs fixing, readers would silently assume 1 mm) and ``permission_denied`` (a file this user
+  may not read). They point at a file or declaration the user can fix and that would otherwise
+  corrupt training or silently shrink a small labeled set; ``prepare_segmentation_dataset``
+  raises listing every such case with the file;
 * skips: files that cannot be used at all (``missing``, ``unreadable``, ``not_3d``,
-  ``bad_spacing``, ``nan_inf``, ``empty``, ``missing_modality``/``extra_modality``); logged and
-  counted, the rest of the dataset goes on;
+  ``nan_inf``, ``empty``, ``missing_modality``/``extra_modality``); logged and counted, the rest
+  of the dataset goes on;
 * warnings on kept cases (``warnings`` in the record): ``empty_label`` (no foreground voxel) and
   ``label_cropped`` (foreground outside the image's non-zero box, lost by the crop).
 
@@ -46,6 +49,7 @@ from monai.transforms import CropForegroundd, NormalizeIntensityd, Spacingd
 from custom_nets.data.atomic import atomic_save_nifti
 from custom_nets.data.case import _GEOMETRY_TOLERANCE_MM, _nonzero
 from custom_nets.data.ct_normalisation import normalise_ct
+from custom_nets.data.paths import permission_denied
 from custom_nets.data.quality import QualityThresholds, check_image, describe_error
 from custom_nets.data.ras_loading import load_ras
 
@@ -57,7 +61,7 @@ logger = logging.getLogger(__name__)
 LABELED_DATA_THRESHOLDS = QualityThresholds(min_fov_mm=0.0, max_spacing_mm=1e6, min_file_bytes=0)
 
 #: Reason codes that make ``prepare_segmentation_dataset`` raise instead of skipping the case.
-ERROR_CODES = ("label_mismatch", "modality_mismatch", "label_values")
+ERROR_CODES = ("label_mismatch", "modality_mismatch", "label_values", "bad_spacing", "permission_denied")
 
 #: Most label values listed in a message.
 _MAX_LISTED = 10
@@ -237,6 +241,8 @@ def preprocess_segmentation_case(task: dict) -> dict:
         return _preprocess(task)
     except _CaseIssue as issue:
         return _record(task, "excluded", issue.reason)
+    except PermissionError as err:  # a file that became unreadable after the checks
+        return _record(task, "excluded", permission_denied(err.filename or task["inputs"]["label"]))
     except Exception as err:  # a bad file must never stop the run; the reason names the files
         logger.debug("Case %s failed", task.get("case_id"), exc_info=True)
         files = ", ".join([*task["inputs"]["image"], task["inputs"]["label"]])

@@ -16,6 +16,13 @@ must be the consecutive integers 0 (background), 1, ..., as nnU-Net requires.
 Each case gets a ``case`` id from its label file name (``labelsTr/a.nii.gz`` -> ``a``; see
 ``custom_nets.data.case_ids``), which names it in every message and in the splits.
 
+Held-out cases (MSD's ``test`` list): labeled entries of ``test`` (``{"image": ..., "label": ...}``)
+are read with the training cases, named in ``SegmentationDataset.test_cases`` and become the test
+split (``make_splits(..., test_cases=...)``), so a dataset with one training case and a labeled test
+list fine-tunes and evaluates without a hand-written split file. Test entries without a label (MSD
+ships bare image paths) cannot be scored: they are left out with one warning that names their
+count; ``bundles/s3d_finetune/configs/inference.yaml --input_dir <dataset.json>`` segments them.
+
 Problems of a single case (a missing file, a missing modality, no label) are collected per case:
 ``load_segmentation_datalist`` raises on them, because it is the call that checks a dataset;
 ``prepare_segmentation_dataset`` skips such cases with a logged reason instead, so one incomplete
@@ -33,22 +40,27 @@ from pathlib import Path
 
 import nibabel as nib
 
-from custom_nets.data.case_ids import case_ids_for
+from custom_nets.data.case_ids import dataset_case_ids
 from custom_nets.data.datalist import _read_json, _resolve, _select_list
+from custom_nets.data.paths import input_problem, read_fix
 from custom_nets.data.quality import is_nibabel_file
 
-__all__ = ["CaseProblem", "SegmentationDataset", "load_segmentation_datalist", "read_segmentation_dataset"]
+__all__ = ["CaseProblem", "SegmentationDataset", "TEST_KEY", "load_segmentation_datalist", "read_segmentation_dataset"]
 
 logger = logging.getLogger(__name__)
 
 _DATASET_FILE = "dataset.json"
+
+#: The MSD list of held-out cases.
+TEST_KEY = "test"
 
 _LABELS_HINT = '"labels": {"0": "background", "1": "<name of class 1>", ...}'
 
 
 @dataclass(frozen=True)
 class CaseProblem:
-    """Why one case cannot be used. ``code`` is ``missing``, ``missing_modality`` or ``extra_modality``."""
+    """Why one case cannot be used. ``code`` is ``missing``, ``permission_denied``, ``missing_modality`` or
+    ``extra_modality``."""
 
     case: str
     code: str
@@ -70,6 +82,8 @@ class SegmentationDataset:
         labels: class value -> name, values 0..K-1.
         modalities: channel names in channel order (``channel_0``... when undeclared).
         problems: cases left out of ``entries``, with the reason.
+        test_cases: the ``case`` ids of ``entries`` that come from the labeled ``test`` list.
+        unlabeled_test: number of ``test`` entries without a label (left out).
     """
 
     path: Path
@@ -77,6 +91,8 @@ class SegmentationDataset:
     labels: dict[int, str]
     modalities: list[str]
     problems: list[CaseProblem] = field(default_factory=list)
+    test_cases: list[str] = field(default_factory=list)
+    unlabeled_test: int = 0
 
 
 def _dataset_path(source) -> Path:
@@ -168,11 +184,11 @@ def _channel_count(images: list[str], expected: int) -> int:
         return len(images)
 
 
-def _raw_cases(raw: list, path: Path) -> list[tuple[list[str], str | None, dict]]:
+def _raw_cases(raw: list, path: Path, key: str = "training") -> list[tuple[list[str], str | None, dict]]:
     """``(image paths, label path or None, extra keys)`` per entry; malformed entries raise."""
     cases = []
     for index, item in enumerate(raw):
-        where = f"entry {index} of dataset '{path}'"
+        where = f"entry {index} of dataset '{path}'" + (f" '{key}' list" if key != "training" else "")
         if isinstance(item, (str, os.PathLike)):
             item = {"image": os.fspath(item)}
         if not isinstance(item, dict) or "image" not in item:
@@ -198,25 +214,69 @@ def _modality_problem(case: str, count: int, expected: int, names: list[str] | N
 
 
 def _file_problem(case: str, images: list[str], label: str | None, names: list[str]) -> CaseProblem | None:
-    for channel, image in enumerate(images):
-        if not os.path.isfile(image):
-            name = names[channel] if channel < len(names) else f"channel {channel}"
-            return CaseProblem(case, "missing", f"case '{case}': {name} image file '{image}' does not exist")
-    if label is not None and not os.path.isfile(label):
-        return CaseProblem(case, "missing", f"case '{case}': label file '{label}' does not exist")
+    files = [(names[c] if c < len(names) else f"channel {c}", "image", image) for c, image in enumerate(images)]
+    files += [("label", "", label)] if label is not None else []
+    for name, kind, file in files:
+        what = f"{name} {kind} file".replace("  ", " ")
+        problem = input_problem(file)
+        if problem and problem.startswith("permission_denied"):
+            return CaseProblem(
+                case, "permission_denied", f"case '{case}': {what} '{file}' cannot be read by this user; {read_fix(file)}"
+            )
+        if problem:
+            state = "is a folder, not a file" if "folder" in problem else "does not exist"
+            return CaseProblem(case, "missing", f"case '{case}': {what} '{file}' {state}")
     return None
 
 
-def read_segmentation_dataset(source, key: str = "training") -> SegmentationDataset:
+def _labeled_test_entries(data: dict, path: Path) -> tuple[list, int]:
+    """The labeled entries of the ``test`` list and the number of unlabeled ones."""
+    raw = data.get(TEST_KEY) or []
+    if not isinstance(raw, list):
+        raise ValueError(
+            f"dataset '{path}' '{TEST_KEY}' holds a {type(raw).__name__}, not a list: use "
+            '[{"image": ..., "label": ...}] for held-out labeled cases (or image paths for inference only)'
+        )
+    labeled = [item for item in raw if isinstance(item, dict) and item.get("label") is not None]
+    unlabeled = len(raw) - len(labeled)
+    if unlabeled:
+        logger.warning(
+            "dataset '%s' lists %d '%s' image(s) without a label: they cannot be scored, so fine-tuning and "
+            "evaluation leave them out; segment them with bundles/s3d_finetune/configs/inference.yaml "
+            "--input_dir %s", path, unlabeled, TEST_KEY, path,
+        )
+    return labeled, unlabeled
+
+
+def _case_ids(cases: list, test_cases: list, path: Path) -> list[str]:
+    """Ids for the training then the test cases; a test id equal to a training id gets a hash suffix."""
+    sources = [label or images[0] for images, label, _ in cases]
+    test_sources = [label for _, label, _ in test_cases]
+    both = sorted(set(sources) & set(test_sources))
+    if both:
+        raise ValueError(
+            f"dataset '{path}' lists '{both[0]}' under both 'training' and '{TEST_KEY}': a held-out case must not "
+            f"be trained on; remove it from one of the lists ({len(both)} such case(s))"
+        )
+    # the one rule of the project (custom_nets.data.case_ids), shared with inference and evaluation
+    return dataset_case_ids(
+        [(images, label) for images, label, _ in cases], [(images, label) for images, label, _ in test_cases]
+    )
+
+
+def read_segmentation_dataset(source, key: str = "training", include_test: bool = True) -> SegmentationDataset:
     """Parse a labeled dataset, collecting per-case problems instead of raising on them.
 
     Args:
         source: an MSD-style ``dataset.json`` or the folder that holds it.
         key: the entry list to read (``training``; ``test`` lists may have no labels).
+        include_test: also read the labeled entries of the ``test`` list (held-out cases, named in
+            ``test_cases``); unlabeled ones are counted in ``unlabeled_test`` with a warning.
 
     Raises:
         FileNotFoundError: ``source`` or its ``dataset.json`` does not exist.
-        ValueError: invalid JSON, no ``labels`` declaration, no ``key`` list, a malformed entry.
+        ValueError: invalid JSON, no ``labels`` declaration, no ``key`` list, a malformed entry, a
+            case listed under both ``training`` and ``test``.
     """
     path = _dataset_path(source)
     data = _read_json(path)
@@ -229,8 +289,10 @@ def read_segmentation_dataset(source, key: str = "training") -> SegmentationData
         raise ValueError(
             f"dataset '{path}' has an empty '{key}' list: add entries like {{\"image\": [...], \"label\": ...}}"
         )
-    cases = _raw_cases(raw, path)
-    ids = case_ids_for([label or images[0] for images, label, _ in cases])
+    test_raw, unlabeled_test = _labeled_test_entries(data, path) if include_test and key != TEST_KEY else ([], 0)
+    cases = _raw_cases(raw, path, key)
+    test_cases = _raw_cases(test_raw, path, TEST_KEY)
+    ids = _case_ids(cases, test_cases, path)
     labeled = any(label is not None for _, label, _ in cases)
     if declared is not None:
         expected = len(declared)
@@ -239,8 +301,8 @@ def read_segmentation_dataset(source, key: str = "training") -> SegmentationData
         expected = max(counts, key=lambda n: (counts[n], n))
     names = declared or [f"channel_{i}" for i in range(expected)]
 
-    entries, problems = [], []
-    for (images, label, extra), case in zip(cases, ids):
+    entries, problems, held_out = [], [], []
+    for index, ((images, label, extra), case) in enumerate(zip(cases + test_cases, ids)):
         problem = None
         if labeled and label is None:
             problem = CaseProblem(case, "missing", f"case '{case}' has no 'label': add \"label\": <label file>")
@@ -253,11 +315,18 @@ def read_segmentation_dataset(source, key: str = "training") -> SegmentationData
         if label is not None:
             entry["label"] = label
         entries.append(entry)
-    logger.info("Read %d cases (%d with problems) from %s", len(entries), len(problems), path)
-    return SegmentationDataset(path, entries, labels, names, problems)
+        if index >= len(cases):
+            held_out.append(case)
+    logger.info(
+        "Read %d cases (%d with problems, %d held out in the '%s' list) from %s",
+        len(entries), len(problems), len(held_out), TEST_KEY, path,
+    )
+    return SegmentationDataset(path, entries, labels, names, problems, held_out, unlabeled_test)
 
 
-def load_segmentation_datalist(source, key: str = "training", strict: bool = True) -> tuple[list[dict], dict[int, str]]:
+def load_segmentation_datalist(
+    source, key: str = "training", strict: bool = True, include_test: bool = True
+) -> tuple[list[dict], dict[int, str]]:
     """Load and check the cases of a labeled MSD-style dataset.
 
     Args:
@@ -265,10 +334,13 @@ def load_segmentation_datalist(source, key: str = "training", strict: bool = Tru
         key: the entry list to read.
         strict: raise on the first case with a problem (default); ``False`` leaves such cases
             out with a logged warning, as ``prepare_segmentation_dataset`` does.
+        include_test: append the labeled entries of the ``test`` list (held-out cases), so that a
+            split's test cases are found among the entries.
 
     Returns:
         ``(entries, labels)``: entries ``{"case", "image": [absolute paths, one per modality file],
-        "label": absolute path}`` in file order, and the class table ``{0: "background", ...}``.
+        "label": absolute path}`` in file order (``key`` list, then the labeled ``test`` list), and
+        the class table ``{0: "background", ...}``.
 
     Raises:
         FileNotFoundError: the dataset or a file of some case does not exist (the message names
@@ -278,7 +350,7 @@ def load_segmentation_datalist(source, key: str = "training", strict: bool = Tru
 
     Per-case problems raise only with ``strict=True``; problems of the whole file always raise.
     """
-    dataset = read_segmentation_dataset(source, key)
+    dataset = read_segmentation_dataset(source, key, include_test)
     if dataset.problems and not strict:
         for problem in dataset.problems:
             logger.warning("Leaving out case '%s': %s", problem.case, problem.reason)
@@ -287,7 +359,9 @@ def load_segmentation_datalist(source, key: str = "training", strict: bool = Tru
         more = len(dataset.problems) - 1
         others = ", ".join(p.case for p in dataset.problems[1:6])
         suffix = f" ({more} other case(s) have problems too: {others})" if more else ""
-        error = FileNotFoundError if first.code == "missing" and "does not exist" in first.message else ValueError
+        error = {"missing": FileNotFoundError, "permission_denied": PermissionError}.get(first.code, ValueError)
+        if first.code == "missing" and "does not exist" not in first.message:
+            error = ValueError
         raise error(
             f"dataset '{dataset.path}': {first.message}{suffix}; fix the entry in dataset.json or remove the case"
         )

@@ -13,6 +13,14 @@ or (``scheme`` "5fold", any "<k>fold" with k >= 2)::
 
     {"scheme": "5fold", "seed": 0, "folds": [{"train": [...], "val": [...]}, ...]}
 
+A dataset that names its held-out cases (the labeled ``test`` list of an MSD ``dataset.json``,
+passed as ``test_cases``) keeps exactly those as the test set instead of drawing 20 %::
+
+    {"scheme": "dataset.json test list", "seed": 0, "train": [...], "test": [...]}
+
+and with a k-fold scheme the folds are drawn from the other cases, the test list is stored under
+``"test"`` and never enters a fold.
+
 Test and validation lists are sorted. Training lists are kept in one seeded random order (the
 order of a permutation of all cases, without the held-out ones); the low-data subset of N cases
 is the first N of that list. Subsets are therefore nested (the 10-case set lies inside the 20-case
@@ -40,10 +48,15 @@ _KFOLD = re.compile(r"^\s*(\d+)\s*-?\s*folds?\s*$", re.IGNORECASE)
 
 _NOTE = "train lists are in a seeded random order; the low-data subset of N cases is their first N"
 
+#: ``scheme`` of a split whose test set is the dataset's own list of held-out cases.
+TEST_LIST_SCHEME = "dataset.json test list"
+
 
 def _parse_scheme(scheme) -> tuple[str, int]:
-    """``"80/20"`` -> ("holdout", 20 % test); ``"5fold"`` -> ("kfold", 5)."""
+    """``"80/20"`` -> ("holdout", 20 % test); ``"5fold"`` -> ("kfold", 5); the test-list scheme -> ("test_list", 0)."""
     text = str(scheme)
+    if text == TEST_LIST_SCHEME:
+        return "test_list", 0
     holdout = _HOLDOUT.match(text)
     if holdout and int(holdout.group(1)) + int(holdout.group(2)) == 100 and 0 < int(holdout.group(2)) < 100:
         return "holdout", int(holdout.group(2))
@@ -71,11 +84,23 @@ def _check_count(value, name: str) -> int | None:
     return int(value)
 
 
-def _build(ids: list[str], kind: str, value: int, scheme: str, seed: int) -> dict:
-    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+def _build(ids: list[str], kind: str, value: int, scheme: str, seed: int, test: list[str]) -> dict:
+    held_out = set(test)
+    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids)) if ids[i] not in held_out]
+    if kind == "test_list":
+        if not order:
+            raise ValueError(
+                f"all {len(ids)} cases are in the dataset's test list: keep at least one labeled case under 'training'"
+            )
+        return {"scheme": scheme, "seed": seed, "note": _NOTE, "train": order, "test": sorted(held_out)}
+    ids = sorted(order)  # the k-fold cases: every case but the held-out ones
     if kind == "holdout":
         if len(ids) < 2:
-            raise ValueError(f"scheme {scheme!r} needs at least 2 cases, got {len(ids)}")
+            raise ValueError(
+                f"scheme {scheme!r} needs at least 2 labeled cases to hold some out for testing, got {len(ids)}: add "
+                "cases, or list held-out labeled cases under 'test' in dataset.json "
+                '([{"image": ..., "label": ...}]), which then become the test set'
+            )
         n_test = min(len(ids) - 1, max(1, int(round(len(ids) * value / 100.0))))
         test = set(order[:n_test])
         return {"scheme": scheme, "seed": seed, "note": _NOTE,
@@ -86,32 +111,34 @@ def _build(ids: list[str], kind: str, value: int, scheme: str, seed: int) -> dic
     for part in np.array_split(np.arange(len(ids)), value):
         val = {order[i] for i in part}
         folds.append({"train": [c for c in order if c not in val], "val": sorted(val)})
-    return {"scheme": scheme, "seed": seed, "note": _NOTE, "folds": folds}
+    splits = {"scheme": scheme, "seed": seed, "note": _NOTE, "folds": folds}
+    return {**splits, "test": sorted(held_out)} if held_out else splits
 
 
 def _cases_in(splits: dict) -> list[str]:
     if "folds" in splits:
-        return [c for fold in splits["folds"] for c in fold.get("val", [])]
+        return [c for fold in splits["folds"] for c in fold.get("val", [])] + list(splits.get("test", []))
     return list(splits.get("train", [])) + list(splits.get("test", []))
 
 
 def _check_partition(splits: dict, path: Path) -> None:
-    """Held-out lists must not overlap training lists; folds must cover every case once."""
+    """Held-out lists must not overlap training lists; folds must cover every case but the test list once."""
+    test = set(splits.get("test", []))
     if "folds" in splits:
         parts = splits["folds"]
     else:
         parts = [{"train": splits.get("train", []), "val": splits.get("test", [])}]
-    every = set(_cases_in(splits))
+    every = set(_cases_in(splits)) - test if "folds" in splits else set(_cases_in(splits))
     for index, part in enumerate(parts):
         train, held = set(part.get("train", [])), set(part.get("val", []))
-        if train & held or ("folds" in splits and train | held != every):
+        if train & held or ("folds" in splits and (train | held != every or (train | held) & test)):
             raise ValueError(
                 f"split file '{path}' is inconsistent in part {index} (training and held-out cases overlap or "
                 "do not cover the dataset): delete the file to make new splits"
             )
 
 
-def _read_existing(path: Path, ids: list[str], scheme: str, seed: int) -> dict:
+def _read_existing(path: Path, ids: list[str], scheme: str, seed: int, test: list[str]) -> dict:
     try:
         splits = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -133,6 +160,11 @@ def _read_existing(path: Path, ids: list[str], scheme: str, seed: int) -> dict:
             "new splits for this dataset, or pick another path"
         )
     _check_partition(splits, path)
+    if (test or "folds" in splits) and sorted(splits.get("test", [])) != test:
+        raise ValueError(
+            f"split file '{path}' holds the test cases {sorted(splits.get('test', []))[:10]}, but the dataset's test "
+            f"list is {sorted(test)[:10]}: delete the file to make new splits, or pick another path"
+        )
     return splits
 
 
@@ -149,7 +181,20 @@ def _truncate(splits: dict, low_data: int, where: str) -> dict:
     return {**splits, "low_data": low_data, "train": splits["train"][:low_data]}
 
 
-def make_splits(case_ids, path, seed: int = 0, scheme: str = "80/20", low_data=None) -> dict:
+def _test_list(test_cases, ids: list[str]) -> list[str]:
+    if test_cases is None:
+        return []
+    test = _case_list(test_cases)
+    unknown = sorted(set(test) - set(ids))
+    if unknown:
+        raise ValueError(
+            f"test_cases {unknown[:10]} are not among case_ids: pass the held-out cases of the same dataset "
+            "(prepare_segmentation_dataset(...)['test_cases'])"
+        )
+    return test
+
+
+def make_splits(case_ids, path, seed: int = 0, scheme: str = "80/20", low_data=None, test_cases=None) -> dict:
     """Make (or reuse) the splits of a dataset, deterministically from ``seed``.
 
     Args:
@@ -160,29 +205,41 @@ def make_splits(case_ids, path, seed: int = 0, scheme: str = "80/20", low_data=N
         scheme: ``"80/20"`` (train/test percentages) or ``"5fold"`` (``"<k>fold"``).
         low_data: keep only the first N training cases of every training list (nested subsets,
             see the module docstring); the file always holds the full splits.
+        test_cases: the dataset's own held-out cases (a subset of ``case_ids``, e.g. the labeled
+            ``test`` list of dataset.json). Non-empty, they are the test set: a train/test scheme
+            becomes ``"dataset.json test list"``, a k-fold scheme folds the other cases.
 
     Returns:
-        ``{"scheme", "seed", "train", "test"}`` or ``{"scheme", "seed", "folds": [{"train", "val"}]}``,
-        plus ``"low_data": N`` when given.
+        ``{"scheme", "seed", "train", "test"}`` or ``{"scheme", "seed", "folds": [{"train", "val"}]}``
+        (plus ``"test"`` with ``test_cases``), plus ``"low_data": N`` when given.
 
     Raises:
-        ValueError: the existing file was made for other cases, another scheme or seed (delete it
-            or pick another path), too few cases for the scheme, or ``low_data`` larger than the
-            training cases available.
+        ValueError: the existing file was made for other cases, another scheme, seed or test list
+            (delete it or pick another path), too few cases for the scheme, or ``low_data`` larger
+            than the training cases available.
     """
     ids = _case_list(case_ids)
     if not ids:
         raise ValueError("case_ids is empty: pass the names of the dataset's cases")
-    _parse_scheme(scheme)
+    kind, value = _parse_scheme(scheme)
+    test = _test_list(test_cases, ids)
+    if test and kind == "holdout":
+        logger.info("Using the dataset's test list (%d cases) as the test set instead of scheme %s", len(test), scheme)
+        scheme, kind = TEST_LIST_SCHEME, "test_list"
+    if kind == "test_list" and not test:
+        raise ValueError(
+            f"scheme {scheme!r} needs the dataset's held-out cases: pass test_cases (labeled entries of the 'test' "
+            "list in dataset.json), or scheme '80/20' to draw them"
+        )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed={seed!r} must be an integer")
     seed, low_data = int(seed), _check_count(low_data, "low_data")
     path = Path(os.path.expanduser(os.fspath(path)))
     if path.is_file():
-        splits = _read_existing(path, ids, scheme, seed)
+        splits = _read_existing(path, ids, scheme, seed, test)
         logger.info("Reusing splits from %s", path)
     else:
-        splits = _build(ids, *_parse_scheme(scheme), scheme=str(scheme), seed=seed)
+        splits = _build(ids, kind, value, scheme=str(scheme), seed=seed, test=test)
         atomic_write_text(path, json.dumps(splits, indent=2) + "\n")
         logger.info("Wrote %s splits of %d cases (seed %d) to %s", scheme, len(ids), seed, path)
     return _truncate(splits, low_data, f"split file '{path}'") if low_data is not None else splits

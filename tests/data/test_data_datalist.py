@@ -21,12 +21,12 @@ def test_missing_source_names_path_and_fix(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         load_datalist(tmp_path / "absent")
     assert str(tmp_path / "absent") in str(info.value)
-    assert "folder of .nii/.nii.gz files or a datalist JSON" in str(info.value)
+    assert "pass a folder of images (.nii/.nii.gz, .mgz, .nrrd, .mha, ...) or a datalist JSON file" in str(info.value)
 
 
 def test_empty_folder_is_an_error(tmp_path):
     _touch(tmp_path / "notes.txt")
-    with pytest.raises(ValueError, match="contains no .nii or .nii.gz files"):
+    with pytest.raises(ValueError, match=r"contains no image files \(\.nii, \.nii\.gz, \.hdr, \.mgz"):
         load_datalist(tmp_path)
 
 
