@@ -80,7 +80,7 @@ def test_a_failing_check_and_a_slow_one_become_rows(tmp_path):
     plan = asdict(gpu_check.plan_for("cpu", tiny=True))
     paths = gpu_check._paths(tmp_path)
     status, result = gpu_check._isolated("inference", {"plan": plan, "paths": paths}, "inference", tmp_path, 120)
-    assert result is None and status.startswith("error: FileNotFoundError") and "dataset.json" in status
+    assert result is None and status.startswith("error: FileNotFoundError") and "model_info.json" in status  # no fine-tuning ran here
     assert "Traceback" in (tmp_path / "logs" / "inference.log").read_text()
     status, result = gpu_check._isolated("data", {"plan": plan, "paths": paths}, "data", tmp_path, 1)
     assert result is None and status.startswith("timeout after 1 s")

@@ -1,9 +1,18 @@
 """Evaluate NIfTI predictions against reference labels: one case, or a whole folder.
 
-A *case id* is the file name without its image extension (``case_003.nii.gz`` -> ``case_003``),
-for predictions and labels alike; predictions are matched to labels by it. A prediction saved by
-MONAI's ``SaveImage`` carries a postfix (``case_003_seg.nii.gz``, possibly inside a ``case_003/``
-sub-folder): pass ``prediction_postfix="_seg"``; the prediction folder is searched recursively.
+Predictions and labels are matched by *case id*, derived the same way on both sides
+(``custom_nets.data.case_ids``):
+
+* references given as datalist entries with a ``case`` (``evaluation_cases``, the fine-tuning bundle's
+  evaluation): that id, which is also the name of the prediction file the bundle wrote;
+* references given as label paths or a folder of labels (searched recursively): ``case_ids_for`` of the label
+  files, i.e. the path below their common folder with ``/`` replaced by ``__`` (``labelsTr/a.nii.gz`` and
+  ``labelsTs/b.nii.gz`` -> ``labelsTr__a`` and ``labelsTs__b``; ``case1/seg.nii.gz`` and ``case2/seg.nii.gz``
+  -> ``case1__seg`` and ``case2__seg``; a flat folder: file names without extension);
+* predictions (the prediction folder, searched recursively): ``case_ids_for`` of the prediction files. This
+  project writes ``<case id>.nii.gz`` into one folder, so the file name is the id. A file saved by MONAI's
+  ``SaveImage`` carries a postfix (``case_003_seg.nii.gz``, possibly inside a ``case_003/`` sub-folder): pass
+  ``prediction_postfix="_seg"``.
 
 Classes are given as ``labels = {value: name}`` (``{1: "liver", 2: "tumour"}``). The nnU-Net
 ``dataset.json`` form ``{"background": 0, "liver": 1}`` and JSON's string keys
@@ -15,10 +24,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-from custom_nets.data.case_ids import strip_image_extension
+from custom_nets.data.case_ids import case_ids_for, strip_image_extension
 from custom_nets.evaluation.label_io import check_same_geometry, read_label_map, voxel_spacing_mm
 from custom_nets.evaluation.metrics import binary_dice, binary_nsd
 from custom_nets.evaluation.summary import summarise, write_reports
@@ -184,14 +193,14 @@ def _index(paths: list[tuple[str, str]], what: str) -> dict[str, str]:
         if case in index:
             raise ValueError(
                 f"two {what} files have case id '{case}': '{index[case]}' and '{path}'; "
-                "case ids are file names without extension and must be unique"
+                "every case needs its own id (give each datalist entry its own 'case')"
             )
         index[case] = path
     return index
 
 
 def _reference_paths(references) -> dict[str, str]:
-    """Label paths by case id, from datalist entries (dicts with ``label``), paths, or a folder."""
+    """Label paths by case id, from datalist entries (dicts with ``label`` and ``case``), paths, or a folder."""
     if isinstance(references, (str, os.PathLike)):
         folder = Path(references)
         if not folder.is_dir():
@@ -199,18 +208,23 @@ def _reference_paths(references) -> dict[str, str]:
                 f"label source '{folder}' is not a folder: pass a folder of label NIfTI files or the list of "
                 "datalist entries (dicts with a 'label' path)"
             )
-        return _index([(case_id_of(p), str(p)) for p in _scan_nifti(folder)], "label")
+        paths = [str(p) for p in _scan_nifti(folder)]
+        if not paths:
+            raise FileNotFoundError(f"no reference label maps (*.nii, *.nii.gz) in '{folder}'")
+        return _index(list(zip(case_ids_for(paths), paths)), "label")
     if not isinstance(references, Sequence) or not references:
         raise ValueError("references must be a folder of labels or a non-empty list of datalist entries")
-    paths = []
+    paths, given = [], []
     for position, entry in enumerate(references):
         path = entry.get("label") if isinstance(entry, Mapping) else entry
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
             raise ValueError(
                 f"datalist entry {position} has no 'label' path ({entry!r}): every evaluated case needs one"
             )
-        paths.append((case_id_of(path), os.fspath(path)))
-    return _index(paths, "label")
+        paths.append(os.fspath(path))
+        given.append(entry.get("case") if isinstance(entry, Mapping) else None)
+    ids = given if all(given) else case_ids_for(paths)
+    return _index(list(zip(ids, paths)), "label")
 
 
 def _scan_nifti(folder: Path) -> list[Path]:
@@ -219,6 +233,23 @@ def _scan_nifti(folder: Path) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [Path(root, f) for f in files if f.lower().endswith(_NIFTI_SUFFIXES) and not f.startswith(".")]
     return sorted(found)
+
+
+def _prediction_paths(pred_dir: Path, postfix: str) -> dict[str, str]:
+    """Prediction paths by case id: ``case_ids_for`` of the files with ``postfix`` taken off their names, and
+    MONAI's separate-folder layout ``x/x<postfix>.nii.gz`` read as ``x<postfix>.nii.gz``."""
+    files = _scan_nifti(pred_dir)
+    named = []
+    for path in files:
+        stem = strip_image_extension(path.name)
+        extension = path.name[len(stem):]
+        if postfix and stem.endswith(postfix) and len(stem) > len(postfix):
+            stem = stem[: -len(postfix)]
+        folder = path.parent
+        if folder != pred_dir and folder.name == stem:
+            folder = folder.parent
+        named.append(str(folder / f"{stem}{extension}"))
+    return _index(list(zip(case_ids_for(named), map(str, files))), "prediction")
 
 
 def evaluate_folder(
@@ -230,14 +261,15 @@ def evaluate_folder(
     *,
     allow_missing: bool = False,
     prediction_postfix: str = "",
+    cases: Collection[str] | None = None,
 ) -> dict:
     """Evaluate every reference case against its prediction and write the reports.
 
     Args:
         pred_dir: folder of predicted label maps (searched recursively).
         references: the reference labels: a list of datalist entries (dicts with a ``label``
-            path, e.g. from ``monai.data.load_decathlon_datalist``), a list of label paths, or a
-            folder of label NIfTI files.
+            path and, from ``evaluation_cases``, a ``case`` id), a list of label paths, or a folder
+            of label NIfTI files (searched recursively). See the module docstring for the case ids.
         labels: scored classes, ``{value: name}`` (see :func:`normalise_labels`).
         tolerance_mm: NSD tolerance in mm, one number or per class (dict keyed by class name or
             value). Default 2.0.
@@ -247,13 +279,14 @@ def evaluate_folder(
             summary) instead of raising. Default False.
         prediction_postfix: text between case id and extension in prediction file names, e.g.
             ``"_seg"`` for MONAI's ``SaveImage``. Default "".
+        cases: score only these case ids (e.g. a split's test cases); None scores every reference.
 
     Returns:
         The summary dict (see :func:`custom_nets.evaluation.summary.summarise`).
 
     Raises:
         FileNotFoundError: predictions are missing (the message lists the cases) and
-            ``allow_missing`` is False, or ``pred_dir`` does not exist.
+            ``allow_missing`` is False, ``pred_dir`` does not exist, or no reference is left.
     """
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
@@ -261,15 +294,22 @@ def evaluate_folder(
     classes = normalise_labels(labels)
     tolerances = resolve_tolerances(tolerance_mm, classes)
     reference_paths = _reference_paths(references)
-    pred_paths = _index(
-        [(case_id_of(p, prediction_postfix), str(p)) for p in _scan_nifti(pred_dir)], "prediction"
-    )
+    if cases is not None:
+        wanted = set(cases)
+        reference_paths = {case: path for case, path in reference_paths.items() if case in wanted}
+        if not reference_paths:
+            raise FileNotFoundError(
+                f"no reference label maps for the requested cases ({_listing(sorted(wanted))}); the labels have case "
+                f"ids {_listing(sorted(_reference_paths(references)))}"
+            )
+    pred_paths = _prediction_paths(pred_dir, prediction_postfix)
     missing = [case for case in reference_paths if case not in pred_paths]
     if missing and not allow_missing:
         raise FileNotFoundError(
             f"{len(missing)} of {len(reference_paths)} cases have no prediction in '{pred_dir}': {_listing(missing)}. "
-            f"Expected files named <case id>{prediction_postfix}.nii.gz; run inference for them, fix "
-            "prediction_postfix, or pass allow_missing=True to score them as 0"
+            f"Expected files named <case id>{prediction_postfix}.nii.gz (predictions found for: "
+            f"{_listing(sorted(pred_paths)) or 'none'}); run inference for them, fix prediction_postfix, or pass "
+            "allow_missing=True to score them as 0"
         )
     extra = sorted(set(pred_paths) - set(reference_paths))
     if extra:

@@ -33,7 +33,9 @@ def normalisation_transforms(normalisation: Mapping, keys: str = "image") -> lis
 
     Args:
         normalisation: ``{"modality": "mri"}`` or ``{"modality": "ct", "statistics": {"channels": [{"low",
-            "high", "mean", "std"}, ...]}}`` (the ``normalisation`` entry of ``model_info.json``).
+            "high", "mean", "std"}, ...]}}`` (the ``normalisation`` entry of ``model_info.json``). MRI takes an
+            optional ``"nonzero": false`` (z-score over every voxel, nnU-Net's ZScoreNormalization without
+            ``use_mask_for_norm``; used by ``nnunet_import``).
         keys: image key.
 
     Returns:
@@ -41,7 +43,8 @@ def normalisation_transforms(normalisation: Mapping, keys: str = "image") -> lis
     """
     modality = normalisation.get("modality") if isinstance(normalisation, Mapping) else None
     if modality == "mri":
-        return [{"_target_": "NormalizeIntensityd", "keys": keys, "nonzero": True, "channel_wise": True}]
+        nonzero = bool(normalisation.get("nonzero", True))
+        return [{"_target_": "NormalizeIntensityd", "keys": keys, "nonzero": nonzero, "channel_wise": True}]
     if modality != "ct":
         raise ValueError(
             f"normalisation must name modality 'mri' or 'ct', got {normalisation!r}; export from a run whose "

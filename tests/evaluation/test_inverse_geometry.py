@@ -25,7 +25,7 @@ def test_preprocess_then_invert_reproduces_the_original_label(tmp_path):
 
     parser = ConfigParser()
     parser.read_config(str(EVALUATE))
-    parser["dataset"] = {"normalisation": {"modality": "mri"}, "spacing": [1.0, 1.0, 1.0]}
+    parser["model_info"] = {"normalisation": {"modality": "mri"}, "spacing": [1.0, 1.0, 1.0]}  # what training used
     parser["imports"] = ["$import torch", "$import custom_nets", "$import custom_nets.data.patches"]
     parser["prediction_dir"] = str(tmp_path / "pred")  # set before parsing: changing the config re-creates objects
     preprocessing = parser.get_parsed_content("validate#preprocessing")

@@ -1,13 +1,18 @@
-"""The exported inference config: MONAI-only intensity normalisation equal to the project's, filled model section."""
+"""The exported inference config: MONAI-only intensity normalisation equal to the project's, filled model section,
+and predictions named ``<case id>.nii.gz`` exactly as the project's inference config names them."""
 
 from __future__ import annotations
 
 import copy
+import json
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from export_helpers import run_python, write_image
 from custom_nets.data.patches import NormaliseIntensityd
 from custom_nets.export.inference_config import exported_inference_config, normalisation_transforms
 
@@ -74,3 +79,44 @@ def test_bad_model_info_says_what_to_do():
         exported_inference_config({**INFO, "network_preset": "huge"})
     with pytest.raises(ValueError, match="modality 'mri' or 'ct'"):
         normalisation_transforms({"modality": "pet"})
+
+
+def test_exported_bundle_names_predictions_by_case_id_and_never_replaces_one(exported, without_custom_nets, tmp_path):
+    """The issue's cases, run in the exported bundle without custom_nets: a dataset.json case ``case_008`` (nnU-Net
+    channel files) is written as ``case_008.nii.gz`` (was ``case_008_0000_seg.nii.gz``); same-named images in two
+    folders give two files; a second run refuses before segmenting anything."""
+    four_d = write_image(tmp_path / "four_d.nii.gz", shape=(24, 22, 20))
+    volume, affine = np.asarray(nib.load(four_d).dataobj), nib.load(four_d).affine
+    (tmp_path / "task" / "imagesTs").mkdir(parents=True)
+    for channel in range(2):
+        nib.save(nib.Nifti1Image(volume[..., channel], affine),
+                 str(tmp_path / "task" / "imagesTs" / f"case_008_{channel:04d}.nii.gz"))
+    (tmp_path / "task" / "dataset.json").write_text(json.dumps(
+        {"test": [{"image": ["imagesTs/case_008_0000.nii.gz", "imagesTs/case_008_0001.nii.gz"]}]}
+    ))
+    for site in ("siteA", "siteB"):
+        (tmp_path / "folder" / site).mkdir(parents=True)
+        write_image(tmp_path / "folder" / site / "scan.nii.gz", shape=(24, 22, 20), seed={"siteA": 1, "siteB": 2}[site])
+    code = f"""
+from monai.bundle import run
+run(config_file='configs/inference.yaml', input_dir={str(tmp_path / 'task' / 'dataset.json')!r},
+    output_dir={str(tmp_path / 'out_json')!r}, mirror_axes=[])
+run(config_file='configs/inference.yaml', input_dir={str(tmp_path / 'folder')!r},
+    output_dir={str(tmp_path / 'out_dir')!r}, mirror_axes=[])
+try:
+    run(config_file='configs/inference.yaml', input_dir={str(tmp_path / 'folder')!r},
+        output_dir={str(tmp_path / 'out_dir')!r}, mirror_axes=[])
+except Exception as err:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    print('REFUSED:', err)
+"""
+    done = run_python(code, exported, without_custom_nets)
+    assert sorted(p.name for p in (tmp_path / "out_json").iterdir()) == ["case_008.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out_dir").iterdir()) == ["siteA__scan.nii.gz", "siteB__scan.nii.gz"]
+    assert nib.load(tmp_path / "out_json" / "case_008.nii.gz").shape == (24, 22, 20)
+    out = tmp_path / "out_dir"
+    assert (
+        f"REFUSED: 2 of 2 predictions already exist in '{out}': '{out / 'siteA__scan.nii.gz'}', "
+        f"'{out / 'siteB__scan.nii.gz'}'. Existing predictions are never replaced"
+    ) in done.stdout
