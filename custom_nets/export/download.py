@@ -79,11 +79,23 @@ def check_bundle_folder(folder: str | os.PathLike, version: str | None = None) -
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     validate_metadata(meta, str(meta_file), version)
     if not (folder / "models" / "model.pt").is_file():
-        raise ValueError(
-            f"{folder} has no models/model.pt. If the bundle lists it in large_files.yml, fetch it with "
-            f"python -m monai.bundle download_large_files --bundle_path {folder}."
-        )
+        raise ValueError(f"{folder} has no models/model.pt. {_large_file_hint(folder, 'models/model.pt')}")
     return meta
+
+
+def _large_file_hint(folder: Path, path: str) -> str:
+    """How to get a model file that is missing from an extracted bundle, from its ``large_files.yml``."""
+    import yaml
+
+    listing = folder / "large_files.yml"
+    entries = yaml.safe_load(listing.read_text(encoding="utf-8")).get("large_files", []) if listing.is_file() else []
+    url = next((e.get("url") for e in entries if e.get("path") == path), None)
+    if url:
+        return f"Fetch it from {url} with python -m monai.bundle download_large_files --bundle_path {folder}."
+    return (
+        "The bundle declares no download URL for it (large_files.yml): download the release zip again, which "
+        "contains it."
+    )
 
 
 def download_bundle(

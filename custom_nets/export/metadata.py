@@ -1,6 +1,12 @@
 """Model-zoo ``metadata.json`` of an exported bundle: built from the bundle's own metadata and the run, checked
 against MONAI's model-zoo metadata schema committed in ``schema/`` (no download).
 
+What the run knows replaces the training bundle's generic text: ``name``, ``task`` and ``description`` name the
+exported network (preset, widths, patch size) and its classes, and ``eval_metrics`` holds the scores the run's
+evaluation measured (``evaluation/summary.json``, written by ``bundles/s3d_finetune/configs/evaluate.yaml``) as
+numbers, as the model zoo stores them: ``{"mean_dice": 0.81, "mean_nsd": 0.9, "dice_lesion": 0.7, ...}``. A run
+without an evaluation summary gets an empty ``eval_metrics`` and a description that says it was not evaluated.
+
 ``schema/meta_schema_20240725.json`` is an unchanged copy of MONAI's ``meta_schema_20240725.json`` (Apache-2.0,
 Project-MONAI; the file the model zoo's ``schema`` URL points at). ``monai.bundle verify_metadata`` uses it when
 given ``--filepath`` to that copy: the schema is downloaded only when the file is missing.
@@ -11,6 +17,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import json
+import os
 import re
 from pathlib import Path
 from typing import Mapping
@@ -18,8 +25,11 @@ from typing import Mapping
 __all__ = [
     "SCHEMA_FILE",
     "SCHEMA_URL",
+    "SUPPORTED_APPS",
     "VERSION_PATTERN",
     "check_version",
+    "eval_metrics_from_summary",
+    "network_title",
     "zoo_metadata",
     "validate_metadata",
 ]
@@ -30,6 +40,12 @@ SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/do
 VERSION_PATTERN = re.compile(r"^\d+\.\d+\.\d+$")
 #: What an exported bundle needs besides monai and torch (distribution name -> import name is not needed here).
 REQUIRED_PACKAGES = ("nibabel", "pytorch-ignite", "pyyaml", "fire")
+#: Applications the exported bundle is tested with (name -> version), the model zoo's ``supported_apps``.
+#: MONAI Label serves it through ``BundleInferTask`` (tests/export/test_monailabel_serving.py, monailabel 0.8.5).
+SUPPORTED_APPS = {"monai-label": "0.8.5"}
+#: Display names of the presets that are nnU-Net's (the others are this project's small test networks).
+_PRESET_TITLES = {"resenc_m": "ResEnc-M", "resenc_l": "ResEnc-L", "resenc_xl": "ResEnc-XL"}
+_DIGITS = 4
 
 
 def check_version(version: str, what: str = "version") -> str:
@@ -46,25 +62,102 @@ def _installed(name: str) -> str:
         return "unknown"
 
 
+def _metric_key(metric: str, class_name: str) -> str:
+    return f"{metric}_{'_'.join(str(class_name).split())}"
+
+
+def eval_metrics_from_summary(summary: Mapping, labels: Mapping, source: str = "summary.json") -> dict:
+    """The model zoo's ``eval_metrics`` (numbers only) from an evaluation ``summary.json``.
+
+    Args:
+        summary: the dict ``custom_nets.evaluation.evaluate_folder`` writes as ``summary.json``: ``mean_dsc``,
+            ``mean_nsd``, ``classes`` and ``per_class[name]["dsc" | "nsd"]["mean"]`` (null where undefined).
+        labels: the exported model's ``{value: name}`` (background included).
+        source: the file the summary came from, for messages.
+
+    Returns:
+        ``{"mean_dice", "mean_nsd", "dice_<class>", "nsd_<class>"}`` rounded to 4 digits, in label order; a
+        score that is undefined (a class absent from every reference and prediction) is left out, not set to 0.
+
+    Raises:
+        ValueError: the file is not such a summary, or it scores classes the model does not predict (it
+            evaluates another model).
+    """
+    missing = [k for k in ("mean_dsc", "mean_nsd", "classes", "per_class") if k not in summary]
+    if missing:
+        raise ValueError(
+            f"{source} lacks {missing}: it is not an evaluation summary of custom_nets.evaluation (written by "
+            "bundles/s3d_finetune/configs/evaluate.yaml). Pass the right file as evaluation_summary, or "
+            "evaluation_summary=False to export without scores."
+        )
+    names = [str(v) for _, v in sorted(labels.items(), key=lambda kv: int(kv[0])) if int(_) != 0]
+    foreign = [c for c in summary["classes"] if c not in names]
+    if foreign:
+        raise ValueError(
+            f"{source} scores classes {foreign} that the exported model does not predict ({names}): it evaluates "
+            "another model. Pass the summary of this run's evaluation as evaluation_summary, or "
+            "evaluation_summary=False to export without scores."
+        )
+    metrics = {}
+    for key, value in (("mean_dice", summary["mean_dsc"]), ("mean_nsd", summary["mean_nsd"])):
+        if value is not None and value == value:
+            metrics[key] = round(float(value), _DIGITS)
+    for metric, field in (("dice", "dsc"), ("nsd", "nsd")):
+        for name in names:
+            value = ((summary["per_class"].get(name) or {}).get(field) or {}).get("mean")
+            if value is not None and value == value:
+                metrics[_metric_key(metric, name)] = round(float(value), _DIGITS)
+    return metrics
+
+
+def network_title(info: Mapping) -> str:
+    """``"ResEnc-L U-Net"`` for nnU-Net's presets, ``"ResEnc U-Net (preset 'demo')"`` for the others."""
+    preset = str(info["network_preset"])
+    return f"{_PRESET_TITLES[preset]} U-Net" if preset in _PRESET_TITLES else f"ResEnc U-Net (preset '{preset}')"
+
+
+def _evaluation_sentence(summary: Mapping | None, metrics: Mapping) -> str:
+    if summary is None:
+        return "No evaluation scores were given at export, so eval_metrics is empty."
+    tolerances = sorted({float(t) for t in (summary.get("tolerance_mm") or {}).values()})
+    tolerance = f"{tolerances[0]:g} mm" if len(tolerances) == 1 else "per-class tolerances"
+    scores = ", ".join(
+        f"{label} {metrics[key]:.4f}" for key, label in (("mean_dice", "mean Dice"), ("mean_nsd", "mean NSD"))
+        if key in metrics
+    )
+    missing = int(summary.get("n_missing") or 0)
+    unscored = f"; {missing} case(s) without prediction scored 0" if missing else ""
+    return (
+        f"Evaluated on {summary.get('n_cases')} held-out case(s): {scores or 'no defined score'} "
+        f"(NSD tolerance {tolerance}{unscored})."
+    )
+
+
 def zoo_metadata(
     source: Mapping,
     info: Mapping,
     version: str,
     changelog: str,
     name: str | None = None,
+    summary: Mapping | None = None,
+    summary_source: str = "summary.json",
 ) -> dict:
     """The exported bundle's metadata.
 
     Args:
-        source: the training bundle's ``configs/metadata.json`` (descriptions, references, licence text).
-        info: the run's ``model_info.json`` (channels, modalities, labels, patch size).
+        source: the training bundle's ``configs/metadata.json`` (authors, references, intended use).
+        info: the run's ``model_info.json`` (preset, channels, modalities, labels, patch size, spacing, schedule).
         version: the release version, MAJOR.MINOR.PATCH.
         changelog: one line describing this version (added in front of the source's changelog).
-        name: human-readable bundle name. Defaults to the source's.
+        name: human-readable bundle name. Defaults to ``"<network> segmentation of <classes> (<patch>^3 patches)"``.
+        summary: the run's evaluation ``summary.json`` (see ``eval_metrics_from_summary``); None: not evaluated,
+            ``eval_metrics`` is empty and the description says so.
+        summary_source: the file ``summary`` came from, for messages.
 
     Returns:
-        A metadata dict: versions of the packages installed now, the network's input (``in_channels`` x patch)
-        and output (one logit channel per label) described in ``network_data_format``.
+        A metadata dict: versions of the packages installed now, name/task/description of the exported network,
+        the measured ``eval_metrics``, ``supported_apps`` (MONAI Label), the network's input (``in_channels`` x
+        patch) and output (one logit channel per label) described in ``network_data_format``.
     """
     import monai
     import numpy
@@ -81,11 +174,11 @@ def zoo_metadata(
     meta["numpy_version"] = numpy.__version__
     meta["required_packages_version"] = {p: _installed(p) for p in REQUIRED_PACKAGES}
     meta.pop("optional_packages_version", None)
-    if name:
-        meta["name"] = name
+    meta["supported_apps"] = dict(SUPPORTED_APPS)
     labels = {str(k): str(v) for k, v in sorted(info["labels"].items(), key=lambda kv: int(kv[0]))}
     modalities = list(info.get("modalities") or [f"channel_{c}" for c in range(int(info["num_channels"]))])
     patch = [int(s) for s in info["patch_size"]]
+    _describe(meta, info, labels, modalities, patch, name, summary, summary_source)
     meta["label_classes"] = ", ".join(f"{k} = {v}" for k, v in labels.items())
     meta["pred_classes"] = meta["label_classes"]
     meta["image_classes"] = (
@@ -120,6 +213,35 @@ def zoo_metadata(
         },
     }
     return meta
+
+
+def _describe(meta, info, labels, modalities, patch, name, summary, summary_source) -> None:
+    """Fill ``name``, ``task``, ``description`` and ``eval_metrics`` from the run (in place)."""
+    from custom_nets.nets.resenc import PRESETS
+
+    network = network_title(info)
+    foreground = ", ".join(v for k, v in labels.items() if int(k) != 0)
+    patch_text = f"{patch[0]}^{len(patch)}" if len(set(patch)) == 1 else "x".join(map(str, patch))
+    modality = str((info.get("normalisation") or {}).get("modality", "mri")).upper()
+    spacing = "x".join(f"{float(s):g}" for s in info["spacing"])
+    preset = PRESETS.get(str(info["network_preset"]))
+    layout = f" with {len(preset['features'])} stages of {list(preset['features'])} features" if preset else ""
+    pretrained = info.get("pretrained_checkpoint")
+    origin = (
+        f"fine-tuned from pre-trained weights ({os.path.basename(str(pretrained))})" if pretrained
+        else "trained from scratch"
+    )
+    schedule = f" with the '{info['schedule']}' schedule" if info.get("schedule") else ""
+    metrics = eval_metrics_from_summary(summary, labels, summary_source) if summary is not None else {}
+    meta["name"] = name or f"{network} segmentation of {foreground} ({patch_text} patches)"
+    meta["task"] = f"3D segmentation of {foreground} in {modality} ({', '.join(modalities)})"
+    meta["description"] = (
+        f"{network}: nnU-Net's Residual-Encoder U-Net{layout}, {origin}{schedule}. It segments {foreground} "
+        f"from {len(modalities)} channel(s) ({', '.join(modalities)}) resampled to {spacing} mm, with Gaussian "
+        f"sliding windows of {patch_text} voxels and test-time mirroring (by default on a GPU only). "
+        + _evaluation_sentence(summary, metrics)
+    )
+    meta["eval_metrics"] = metrics
 
 
 def validate_metadata(meta: Mapping, source: str = "metadata.json", version: str | None = None) -> None:

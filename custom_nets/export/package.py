@@ -3,12 +3,15 @@
 Layout of the export (``custom_nets`` is not needed to use it; see docs/model_zoo.md)::
 
     <name>/
-      configs/metadata.json    model-zoo metadata (schema-checked), configs/inference.yaml (+ the same as .json
-                               for monai.bundle.load), configs/logging.conf
+      configs/metadata.json    model-zoo metadata (schema-checked; eval_metrics from the run's evaluation summary)
+      configs/inference.yaml   segment images (+ the same as .json for monai.bundle.load and MONAI Label)
+      configs/train.yaml       fine-tune further from models/model.pt (+ .json), MONAI components only
+      configs/logging.conf
       models/model.pt          state dict of scripts/resenc.py's ResEncUNet (nnU-Net key names)
       models/model.ts          the same network in TorchScript, with metadata.json and inference.json inside
-      scripts/                 resenc.py (the network), inferer.py (mirrored sliding windows)
-      docs/README.md, LICENSE, large_files.yml (only when a model file is over the size limit)
+      scripts/                 resenc.py (the network), inferer.py (mirrored sliding windows), cases.py and
+                               case_ids.py (images to segment, named by case id; prediction files)
+      docs/README.md, LICENSE (the Apache-2.0 text), large_files.yml (every model file: path, sha256, URL)
 """
 
 from __future__ import annotations
@@ -30,20 +33,28 @@ import yaml
 from custom_nets.export.bundle_scripts.resenc import ResEncUNet
 from custom_nets.export.inference_config import TEMPLATE, check_model_info, exported_inference_config, network_kwargs
 from custom_nets.export.metadata import check_version, validate_metadata, zoo_metadata
+from custom_nets.export.train_config import exported_train_config
 from custom_nets.nets.resenc import PRESETS
 from custom_nets.transfer import encoder_layout, read_checkpoint
 
-__all__ = ["LARGE_FILE_MB", "NAME_PATTERN", "export_bundle", "exported_network", "zip_bundle"]
+__all__ = [
+    "LARGE_FILE_MB", "LICENSE_TEXT", "NAME_PATTERN", "export_bundle", "exported_network", "find_evaluation_summary",
+    "zip_bundle",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Files above this size (MB) go into large_files.yml (the model zoo keeps them out of git).
+#: Model files above this size (MB) must be downloadable from large_files.yml's URL (the model zoo keeps them out
+#: of git); an export without ``large_files_url`` warns about them.
 LARGE_FILE_MB = 25.0
 #: Model-zoo bundle names: letters, digits and underscores.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 _PACKAGE = Path(__file__).resolve().parent
 _REPO_BUNDLE = _PACKAGE.parent.parent / "bundles" / "s3d_finetune"
 _INFERER_SOURCE = _PACKAGE.parent / "evaluation" / "inference.py"
+_CASE_IDS_SOURCE = _PACKAGE.parent / "data" / "case_ids.py"
+#: The Apache License 2.0, unchanged (what licence scanners and the model zoo expect in a bundle's LICENSE).
+LICENSE_TEXT = _PACKAGE / "templates" / "LICENSE"
 
 
 def _preset_of(state: Mapping[str, torch.Tensor]) -> str:
@@ -100,6 +111,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _scores(meta: Mapping) -> str:
+    metrics = meta.get("eval_metrics") or {}
+    if not metrics:
+        return "None: no evaluation summary was given at export."
+    return "\n".join(["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in metrics.items()])
+
+
 def _readme(meta: Mapping, info: Mapping, name: str) -> str:
     labels = ", ".join(f"{k} = {v}" for k, v in meta["network_data_format"]["outputs"]["pred"]["channel_def"].items())
     modalities = ", ".join(f"{k} = {v}" for k, v in meta["network_data_format"]["inputs"]["image"]["channel_def"].items())
@@ -114,8 +132,12 @@ Exported from a fine-tuning run of the s3d-monai project. This bundle needs only
   normalisation `{(info.get('normalisation') or {}).get('modality')}` as in training.
 - Output: {labels}.
 - Network: ResEnc U-Net, preset `{info['network_preset']}`, sliding windows of {info['patch_size']} voxels with
-  Gaussian weighting and test-time mirroring.
+  Gaussian weighting; test-time mirroring (mean over the 8 flips) on a GPU by default.
 - Pre-trained weights used for fine-tuning: `{info.get('pretrained_checkpoint')}`; schedule `{info.get('schedule')}`.
+
+## Scores (`eval_metrics` in configs/metadata.json)
+
+{_scores(meta)}
 
 ## Segment images
 
@@ -124,8 +146,26 @@ cd {name}
 python -m monai.bundle run --config_file configs/inference.yaml --input_dir /data/images --output_dir /data/labels
 ```
 
-`--input_dir` is a NIfTI file (3D, or 4D with the modalities on the last axis), a folder of them, or a JSON datalist
-`{{"test": [{{"image": ["t1.nii.gz", "flair.nii.gz"]}}]}}`. `--mirror_axes "[]"` is 8 times faster.
+`--input_dir` (or MONAI's `--dataset_dir`) is a NIfTI file (3D, or 4D with the modalities on the last axis), a
+folder of them, or a JSON datalist `{{"test": [{{"image": ["t1.nii.gz", "flair.nii.gz"]}}]}}`. Test-time mirroring
+is on when the network runs on a GPU and off on a CPU, where it costs 8 times the time; `--mirroring true` or
+`--mirroring false` decides it. From another folder add `--bundle_root <this folder>`.
+
+## Fine-tune further
+
+```bash
+python -m monai.bundle run training --config_file configs/train.yaml --dataset_dir /data/task --output_dir /runs/more
+```
+
+`--dataset_dir` is an MSD-style folder with `dataset.json` (the classes of this bundle). Training starts from
+`models/model.pt` and writes `<output_dir>/model.pt`; `configs/train.yaml` lists the settings (`epochs`,
+`learning_rate`, `batch_size`, ...). It is a short recipe with MONAI components only (see its header).
+
+## MONAI Label
+
+MONAI Label serves this folder with its `BundleInferTask`. A request's `mirroring` parameter
+(`params={{"mirroring": false}}`) switches test-time mirroring per request; its default is on with a GPU, off on a
+CPU.
 
 ## Load the network in Python
 
@@ -140,9 +180,39 @@ ts, meta, extra = monai.bundle.load(name="{name}", bundle_dir="<bundle_dir>", lo
 
 {meta.get('intended_use', 'Research only.')}
 
+## Licence
+
+Apache License 2.0 (`LICENSE`). {meta.get('copyright', '')}
+
 ## References
 
 """ + "\n".join(f"- {r}" for r in meta.get("references", [])) + "\n"
+
+
+def find_evaluation_summary(checkpoint: str | os.PathLike, evaluation_summary=None) -> Path | None:
+    """The evaluation ``summary.json`` whose scores go into ``eval_metrics``, or None.
+
+    Args:
+        checkpoint: the exported ``model.pt`` (``<run>/models/model.pt``).
+        evaluation_summary: None: ``<run>/evaluation/summary.json`` if it exists (where
+            ``bundles/s3d_finetune/configs/evaluate.yaml`` writes it), else None; a path: that file, which must
+            exist; False: None (export without scores).
+
+    Raises:
+        FileNotFoundError: a given path does not exist.
+    """
+    if evaluation_summary is False:
+        return None
+    if evaluation_summary is None:
+        default = Path(checkpoint).resolve().parent.parent / "evaluation" / "summary.json"
+        return default if default.is_file() else None
+    path = Path(evaluation_summary)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"evaluation summary {path} not found: pass the summary.json that evaluate.yaml wrote for this run "
+            "(<output_dir>/evaluation/summary.json), or evaluation_summary=False to export without scores."
+        )
+    return path
 
 
 def export_bundle(
@@ -157,6 +227,8 @@ def export_bundle(
     large_files_url: str | None = None,
     make_zip: bool = True,
     overwrite: bool = False,
+    evaluation_summary: str | os.PathLike | bool | None = None,
+    title: str | None = None,
 ) -> Path:
     """Write ``<output_dir>/<name>/`` (and ``<output_dir>/<name>_v<version>.zip``) from a fine-tuning run.
 
@@ -167,12 +239,19 @@ def export_bundle(
         version: release version, MAJOR.MINOR.PATCH.
         changelog: one line for this version.
         checkpoint: the weights. Defaults to ``<run_dir>/models/model.pt``; ``model_info.json`` is read beside it.
-        source_bundle: bundle whose metadata (descriptions, references), LICENSE and logging.conf are reused.
-        large_file_mb: model files larger than this are listed in ``large_files.yml``. Defaults to 25.
-        large_files_url: base URL where the large files will be published (e.g. the GitHub release), written
-            into ``large_files.yml``; a placeholder when None.
+        source_bundle: bundle whose metadata (authors, references, intended use) and logging.conf are reused.
+        large_file_mb: the model zoo's size limit for files kept in git (MB); without ``large_files_url`` a
+            warning names the model files above it. Defaults to 25.
+        large_files_url: base URL where ``models/model.pt`` and ``models/model.ts`` are published (e.g. a GitHub
+            release, ``https://github.com/<owner>/<repo>/releases/download/<tag>``); each file's URL in
+            ``large_files.yml`` is ``<large_files_url>/<file name>``. None: the URLs are left empty (the files
+            travel in the zip) and ``large_files.yml`` says so.
         make_zip: also write the zip. Defaults to True.
         overwrite: replace an existing export of the same name. Defaults to False.
+        evaluation_summary: the evaluation ``summary.json`` whose scores become ``eval_metrics``. None (default):
+            ``<run>/evaluation/summary.json`` when the run has one, else no scores (a warning, and the description
+            says the bundle was not evaluated); a path: that file; False: no scores.
+        title: the metadata's human-readable ``name``. Defaults to one built from the network, classes and patch.
 
     Returns:
         The bundle folder.
@@ -191,7 +270,19 @@ def export_bundle(
     source_bundle = Path(source_bundle)
     network = exported_network(checkpoint, info)
     config = exported_inference_config(info)
-    meta = zoo_metadata(json.loads((source_bundle / "configs" / "metadata.json").read_text()), info, version, changelog)
+    train_config = exported_train_config(info)
+    summary_path = find_evaluation_summary(checkpoint, evaluation_summary)
+    if summary_path is None and evaluation_summary is None:
+        logger.warning(
+            "%s has no evaluation/summary.json: eval_metrics stays empty and the description says the bundle was "
+            "not evaluated. Run evaluate.yaml on this run first, or pass evaluation_summary=<summary.json>.",
+            checkpoint.resolve().parent.parent,
+        )
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path is not None else None
+    meta = zoo_metadata(
+        json.loads((source_bundle / "configs" / "metadata.json").read_text()), info, version, changelog,
+        name=title, summary=summary, summary_source=str(summary_path),
+    )
     validate_metadata(meta, "exported metadata.json", version)
 
     output_dir = Path(output_dir)
@@ -202,7 +293,8 @@ def export_bundle(
     staging = Path(tempfile.mkdtemp(prefix=f".{name}_", dir=output_dir))
     staging.chmod(0o755)
     try:
-        _write_bundle(staging, network, config, meta, info, name, source_bundle, large_file_mb, large_files_url)
+        _write_bundle(staging, network, config, train_config, meta, info, name, source_bundle, large_file_mb,
+                      large_files_url)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -215,20 +307,57 @@ def export_bundle(
     return target
 
 
-def _write_bundle(folder, network, config, meta, info, name, source_bundle, large_file_mb, large_files_url) -> None:
+def _write_config(folder: Path, stem: str, template: Path, config: Mapping) -> None:
+    """``configs/<stem>.yaml`` (the template's header comment + the filled config) and the same as ``.json``."""
+    (folder / "configs" / f"{stem}.yaml").write_text(
+        _header(template) + yaml.safe_dump(dict(config), sort_keys=False, width=120), encoding="utf-8"
+    )
+    (folder / "configs" / f"{stem}.json").write_text(json.dumps(config, indent=4), encoding="utf-8")
+
+
+def _large_files(folder: Path, large_file_mb: float, large_files_url: str | None) -> str:
+    """``large_files.yml``: every model file with its sha256 and download URL (empty without ``large_files_url``)."""
+    models = sorted(p for p in (folder / "models").iterdir() if p.is_file())
+    base = large_files_url.rstrip("/") if large_files_url else None
+    entries = [
+        {"path": f"models/{p.name}", "url": f"{base}/{p.name}" if base else "", "hash_val": _sha256(p),
+         "hash_type": "sha256"}
+        for p in models
+    ]
+    if base:
+        header = f"# Download URLs: the files published under {base}/ (set by --large_files_url at export).\n"
+    else:
+        header = (
+            "# The files are inside this bundle (zip); no download URL was declared at export. To publish them\n"
+            "# separately, export again with --large_files_url <where they are published>.\n"
+        )
+        over = [f"models/{p.name}" for p in models if p.stat().st_size > large_file_mb * 1024 * 1024]
+        if over:
+            logger.warning(
+                "%s are over the model zoo's %g MB limit for files in git and large_files.yml has no URL for them: "
+                "export with --large_files_url <release URL> before submitting the bundle to the model zoo.",
+                over, large_file_mb,
+            )
+    return header + yaml.safe_dump({"large_files": entries}, sort_keys=False)
+
+
+def _write_bundle(folder, network, config, train_config, meta, info, name, source_bundle, large_file_mb,
+                  large_files_url) -> None:
     from monai.data import save_net_with_metadata
+
+    from custom_nets.export.train_config import TRAIN_TEMPLATE
 
     for sub in ("configs", "models", "scripts", "docs"):
         (folder / sub).mkdir()
-    (folder / "configs" / "inference.yaml").write_text(
-        _header(TEMPLATE) + yaml.safe_dump(config, sort_keys=False, width=120), encoding="utf-8"
-    )
-    (folder / "configs" / "inference.json").write_text(json.dumps(config, indent=4), encoding="utf-8")
+    _write_config(folder, "inference", TEMPLATE, config)
+    _write_config(folder, "train", TRAIN_TEMPLATE, train_config)
     (folder / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4), encoding="utf-8")
     if (source_bundle / "configs" / "logging.conf").is_file():
         shutil.copyfile(source_bundle / "configs" / "logging.conf", folder / "configs" / "logging.conf")
     shutil.copyfile(_PACKAGE / "bundle_scripts" / "__init__.py", folder / "scripts" / "__init__.py")
     shutil.copyfile(_PACKAGE / "bundle_scripts" / "resenc.py", folder / "scripts" / "resenc.py")
+    shutil.copyfile(_PACKAGE / "bundle_scripts" / "cases.py", folder / "scripts" / "cases.py")
+    shutil.copyfile(_CASE_IDS_SOURCE, folder / "scripts" / "case_ids.py")
     shutil.copyfile(_INFERER_SOURCE, folder / "scripts" / "inferer.py")
     torch.save(network.state_dict(), folder / "models" / "model.pt")
     save_net_with_metadata(
@@ -240,16 +369,8 @@ def _write_bundle(folder, network, config, meta, info, name, source_bundle, larg
         more_extra_files={"inference.json": json.dumps(config).encode()},
     )
     (folder / "docs" / "README.md").write_text(_readme(meta, info, name), encoding="utf-8")
-    if (source_bundle / "LICENSE").is_file():
-        shutil.copyfile(source_bundle / "LICENSE", folder / "LICENSE")
-    large = [p for p in sorted((folder / "models").iterdir()) if p.stat().st_size > large_file_mb * 1024 * 1024]
-    if large:
-        base = (large_files_url or "https://<where the release assets are published>").rstrip("/")
-        entries = [
-            {"path": f"models/{p.name}", "url": f"{base}/{p.name}", "hash_val": _sha256(p), "hash_type": "sha256"}
-            for p in large
-        ]
-        (folder / "large_files.yml").write_text(yaml.safe_dump({"large_files": entries}, sort_keys=False))
+    shutil.copyfile(LICENSE_TEXT, folder / "LICENSE")
+    (folder / "large_files.yml").write_text(_large_files(folder, large_file_mb, large_files_url), encoding="utf-8")
 
 
 def zip_bundle(folder: str | os.PathLike, zip_path: str | os.PathLike) -> Path:

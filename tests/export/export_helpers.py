@@ -1,5 +1,6 @@
 """Helpers of the model-zoo export tests: a fake fine-tuning run (tiny ResEnc, random weights, model_info.json),
-small synthetic two-modality NIfTI images, and subprocesses without custom_nets. No training, no internet."""
+small synthetic two-modality NIfTI images (and a labeled MSD-style dataset of them), and subprocesses without
+custom_nets. No training, no internet."""
 
 from __future__ import annotations
 
@@ -52,6 +53,24 @@ def write_image(path: Path, shape=(40, 36, 34), seed: int = 0, spacing=(1.2, 1.0
     nib.save(nib.Nifti1Image(data, affine), path)
     return path
 
+
+def write_labeled_dataset(folder: Path, cases: int = 2) -> Path:
+    """An MSD-style folder: dataset.json + imagesTr/<case>.nii.gz (4D, t1 and flair) + labelsTr/<case>.nii.gz with
+    classes 1 (bright t1) and 2 (bright flair, wins where both are bright) inside the blob of ``write_image``."""
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    entries = []
+    for case in range(cases):
+        image = nib.load(write_image(folder / "imagesTr" / f"case{case}.nii.gz", shape=(36, 34, 30), seed=case))
+        data = np.asarray(image.dataobj)
+        label = np.zeros(data.shape[:3], np.uint8)
+        label[data[..., 0] > 300] = 1
+        label[data[..., 1] > 140] = 2
+        nib.save(nib.Nifti1Image(label, image.affine), folder / "labelsTr" / f"case{case}.nii.gz")
+        entries.append({"image": f"imagesTr/case{case}.nii.gz", "label": f"labelsTr/case{case}.nii.gz"})
+    dataset = {"labels": LABELS, "modality": {"0": "t1", "1": "flair"}, "training": entries}
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    return folder
 
 
 def run_python(code: str, cwd: Path, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -138,3 +138,18 @@ def test_metadata_with_another_version_is_refused(release, tmp_path):
             target.writestr(item, data)
     with pytest.raises(ValueError, match="does not follow the model-zoo metadata schema.*'authors' is a required"):
         check_bundle_zip(edited)
+
+
+def test_missing_weights_point_to_the_declared_url_or_the_zip(exported, tiny_run, tmp_path):
+    copy = shutil.copytree(exported, tmp_path / "copy")
+    (copy / "models" / "model.pt").unlink()
+    with pytest.raises(ValueError, match=r"has no models/model.pt\. The bundle declares no download URL for it"):
+        check_bundle_folder(copy)
+    from custom_nets.export import export_bundle
+
+    published = export_bundle(tiny_run, tmp_path / "zoo", name=NAME, make_zip=False,
+                              large_files_url="https://example.org/releases/v0.1.0")
+    (published / "models" / "model.pt").unlink()
+    with pytest.raises(ValueError, match=r"Fetch it from https://example.org/releases/v0.1.0/model.pt with "
+                                         r"python -m monai.bundle download_large_files --bundle_path"):
+        check_bundle_folder(published)

@@ -4,6 +4,11 @@ Nothing is downloaded: the bundle is read from the folder given with ``--conf bu
 bundle, or one extracted by ``monai.bundle download``). The model is named after the bundle folder, so the REST
 endpoint is ``/infer/<folder name>``.
 
+Request parameters: MONAI Label's ``BundleInferTask`` lists the bundle's ``displayable_configs`` (of an exported
+bundle: ``mirroring``, test-time mirroring, on by default when the server has a GPU and off on a CPU) in
+``GET /info/`` and writes each request's values (``params={"mirroring": true}``) into the inference config before
+it builds the inferer; nothing in this app is needed for that.
+
     monailabel start_server --app scripts/monailabel/app --studies <images folder> \
         --conf bundle <bundle folder> --host 127.0.0.1 --port 8000
 """

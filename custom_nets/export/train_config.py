@@ -1,0 +1,55 @@
+"""The train config of an exported bundle: fine-tune its network further with MONAI components only.
+
+The template (``templates/train.yaml``) holds the recipe; this module fills in the same model section as the
+inference config (``model_info.json``: labels, modalities, channels, patch size, spacing, preset widths) and the
+same intensity normalisation (``inference_config.normalisation_transforms``), so that training patches are
+preprocessed exactly as the images the bundle segments.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+from custom_nets.export.inference_config import check_model_info, network_kwargs, normalisation_transforms
+
+__all__ = ["TRAIN_TEMPLATE", "exported_train_config"]
+
+TRAIN_TEMPLATE = Path(__file__).resolve().parent / "templates" / "train.yaml"
+_NORMALISATION_SLOT = {"_target_": "Compose", "transforms": "@normalisation"}
+
+
+def exported_train_config(info: Mapping, template: str | Path = TRAIN_TEMPLATE) -> dict:
+    """The exported bundle's train config as a dict (dump it as YAML and JSON).
+
+    Args:
+        info: the run's ``model_info.json`` content.
+        template: the train template. Defaults to ``TRAIN_TEMPLATE``.
+
+    Returns:
+        The template with the model section filled and the normalisation transforms in ``train#preprocessing``.
+
+    Raises:
+        ValueError: ``info`` lacks entries, names an unknown preset or normalisation, or the template has no
+            normalisation slot.
+    """
+    check_model_info(info)
+    config = copy.deepcopy(yaml.safe_load(Path(template).read_text(encoding="utf-8")))
+    config.update(
+        labels={str(k): str(v) for k, v in sorted(info["labels"].items(), key=lambda kv: int(kv[0]))},
+        modalities=list(info.get("modalities") or [f"channel_{c}" for c in range(int(info["num_channels"]))]),
+        in_channels=int(info["num_channels"]),
+        patch_size=[int(s) for s in info["patch_size"]],
+        spacing=[float(s) for s in info["spacing"]],
+    )
+    config["network_def"].update(network_kwargs(info["network_preset"]))
+    transforms = config["train"]["preprocessing"]["transforms"]
+    if _NORMALISATION_SLOT not in transforms:
+        raise ValueError(f"template {template} has no normalisation slot {_NORMALISATION_SLOT} in train#preprocessing.")
+    slot = transforms.index(_NORMALISATION_SLOT)
+    transforms[slot : slot + 1] = normalisation_transforms(info["normalisation"])
+    del config["normalisation"]
+    return config
