@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from custom_nets.errors import ConfigError
+
 __all__ = ["check_overrides", "epochs_for", "config_files_from_argv", "require_method"]
 
 # Arguments of ``python -m monai.bundle run`` itself, not config overrides.
@@ -60,7 +62,7 @@ def _is_bundle_runner(argv: Sequence[str]) -> bool:
 
 
 def check_overrides(argv: Sequence[str] | None = None) -> None:
-    """Raise ValueError for a command-line override that names no key of the config files.
+    """Raise ConfigError (a ValueError) for a command-line override that names no key of the config files.
 
     Only checks ``python -m monai.bundle run ...`` command lines; does nothing when the bundle is used from
     Python (``monai.bundle.load``, tests) since there is no command line to check.
@@ -85,7 +87,7 @@ def check_overrides(argv: Sequence[str] | None = None) -> None:
             continue
         close = difflib.get_close_matches(top, sorted(known), n=3)
         hint = f" Did you mean {' or '.join('--' + c for c in close)}?" if close else ""
-        raise ValueError(
+        raise ConfigError(
             f"unknown setting '--{key}' on the command line: no config file ({', '.join(files)}) has a key "
             f"'{top}'.{hint} Settings users usually change: dataset_dir, output_dir, max_steps, batch_size, "
             "patch_size, mask_ratio, device, seed."
@@ -95,15 +97,17 @@ def check_overrides(argv: Sequence[str] | None = None) -> None:
 def epochs_for(max_steps: int, iterations_per_epoch: int) -> int:
     """Number of Ignite epochs for an iteration budget; the budget must be a whole number of epochs.
 
-    Raises ValueError naming valid alternatives otherwise (a partial last epoch would end the poly schedule
-    early or late).
+    Raises ConfigError (a ValueError) naming valid alternatives otherwise (a partial last epoch would end the poly
+    schedule early or late).
     """
     max_steps, iterations_per_epoch = int(max_steps), int(iterations_per_epoch)
     if max_steps < 1 or iterations_per_epoch < 1:
-        raise ValueError(f"max_steps and iterations_per_epoch must be >= 1, got {max_steps} and {iterations_per_epoch}.")
+        raise ConfigError(
+            f"max_steps and iterations_per_epoch must be >= 1, got {max_steps} and {iterations_per_epoch}."
+        )
     if max_steps % iterations_per_epoch:
         lower = max(iterations_per_epoch, max_steps // iterations_per_epoch * iterations_per_epoch)
-        raise ValueError(
+        raise ConfigError(
             f"max_steps={max_steps} is not a multiple of iterations_per_epoch={iterations_per_epoch}; use "
             f"--max_steps {lower} or {lower + iterations_per_epoch}, or set --iterations_per_epoch to a divisor."
         )
@@ -111,7 +115,7 @@ def epochs_for(max_steps: int, iterations_per_epoch: int) -> int:
 
 
 def require_method(method: str | None, argv: Sequence[str] | None = None) -> str:
-    """Raise a ValueError that lists the method files when the baselines' ``common.yaml`` runs without one.
+    """Raise a ConfigError (a ValueError) listing the method files when the baselines' ``common.yaml`` runs alone.
 
     Args:
         method: the ``method`` setting (None when no method file followed ``common.yaml``).
@@ -125,7 +129,7 @@ def require_method(method: str | None, argv: Sequence[str] | None = None) -> str
 
     # method files are the ones that name a method (not the shared, multi-GPU or fine-tuning overrides)
     choices = sorted(p.name for p in folder.glob("*.yaml") if ConfigParser.load_config_file(p).get("method"))
-    raise ValueError(
+    raise ConfigError(
         "common.yaml holds only the settings shared by the baselines: name a method file after it, e.g. "
         f"--config_file \"['{folder / 'common.yaml'}','{folder / (choices[0] if choices else 'models_genesis.yaml')}']\""
         f" (method files in {folder}: {', '.join(choices) or 'none found'})."

@@ -4,6 +4,8 @@ MONAI's ``CheckpointSaver`` writes in place (``atomic=False``), so a crash durin
 file that the next start would load. ``ResumableCheckpoint`` writes to a temporary file and renames it
 (atomic on POSIX), keeps the newest ``n_saved`` files, and on start loads the newest one, restoring the network,
 optimiser, lr scheduler and the trainer's iteration, so re-running the same command continues a crashed run.
+It logs "starting from iteration 0" or "resuming from <file> at iteration N"; Ignite's own "Engine run resuming
+from iteration 0" line, which MONAI engines print on every start, is dropped (``quiet_ignite_resume_from_zero``).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import torch
 from ignite.engine import Engine, Events
 
 from custom_nets.data.atomic import atomic_torch_save
+from custom_nets.errors import CheckpointError, ConfigError
 from custom_nets.distributed import is_main_process
 from custom_nets.nets.wrappers import unwrap
 
-__all__ = ["ResumableCheckpoint", "latest_checkpoint", "atomic_torch_save", "unwrap"]
+__all__ = ["ResumableCheckpoint", "latest_checkpoint", "quiet_ignite_resume_from_zero", "atomic_torch_save", "unwrap"]
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_iter(\d+)\.pt$")
@@ -63,7 +66,7 @@ def _load_newest_readable(save_dir: Path) -> tuple[Path, dict] | None:
                 path, type(err).__name__, str(err).splitlines()[0] if str(err) else "", kept.name,
             )
     if candidates:
-        raise ValueError(
+        raise CheckpointError(
             f"none of the {len(candidates)} checkpoints in {save_dir} can be read (kept as *.unreadable): start "
             "in another output_dir, or move them away to train from iteration 0 here."
         )
@@ -90,6 +93,43 @@ def _mismatch_message(path: Path, key: str, obj, state, save_dir: Path) -> str:
     return message + f" Resume with the run's original settings, or start in another output_dir than {save_dir}."
 
 
+class _DropIgniteResumeFromZero(logging.Filter):
+    """Drop Ignite's "Engine run resuming from iteration 0, ..." record (see ``quiet_ignite_resume_from_zero``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Engine run resuming from iteration 0,")
+
+
+_RESUME_FILTER = _DropIgniteResumeFromZero()
+
+
+def quiet_ignite_resume_from_zero(engine: Engine) -> None:
+    """Stop MONAI engines from logging "Engine run resuming from iteration 0" on a fresh start.
+
+    MONAI's workflows set ``state.max_epochs`` when they are built, so Ignite's ``run()`` takes every start of
+    every MONAI engine (trainer and evaluators) for a resume and logs "Engine run resuming from iteration 0, epoch
+    0 until N epochs". The message is wrong on a fresh run and uninformative on a real one (checkpoints are loaded
+    after it, at ``STARTED``): ``ResumableCheckpoint`` logs the true start or resume instead. The filter goes on
+    the loggers of the engine's class and of every MONAI workflow class (Ignite names an engine's logger after its
+    class), so the validation evaluators of the same run are covered too.
+    """
+    from monai.engines.workflow import Workflow
+
+    name = getattr(getattr(engine, "logger", None), "name", "")
+    if not name.endswith("." + type(engine).__name__):
+        return  # not an Ignite engine (its logger is "ignite.engine.engine.<class>")
+    prefix = name[: -len(type(engine).__name__)]
+    classes, stack = {type(engine)}, [Workflow]
+    while stack:
+        cls = stack.pop()
+        classes.add(cls)
+        stack.extend(cls.__subclasses__())
+    for cls in classes:
+        logger_ = logging.getLogger(prefix + cls.__name__)
+        if _RESUME_FILTER not in logger_.filters:
+            logger_.addFilter(_RESUME_FILTER)
+
+
 class ResumableCheckpoint:
     """Save every ``interval`` iterations and at the end; resume from the newest checkpoint on start.
 
@@ -112,7 +152,10 @@ class ResumableCheckpoint:
         resume: bool = True,
     ) -> None:
         if interval < 1 or n_saved < 1:
-            raise ValueError(f"interval and n_saved must be >= 1, got {interval} and {n_saved}.")
+            raise ConfigError(
+                f"checkpoint interval and n_saved must be >= 1, got {interval} and {n_saved}: set "
+                "--checkpoint_interval to a positive number of iterations."
+            )
         self.save_dir = Path(save_dir)
         self.save_dict = dict(save_dict)
         self.interval = int(interval)
@@ -123,6 +166,7 @@ class ResumableCheckpoint:
     def attach(self, engine: Engine) -> None:
         # The trainer's own state (iteration, epoch) is saved too, so a resumed run continues where it stopped.
         self.save_dict.setdefault("trainer", engine)
+        quiet_ignite_resume_from_zero(engine)
         if self.resume:
             engine.add_event_handler(Events.STARTED, self.load_latest)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.save)
@@ -136,7 +180,7 @@ class ResumableCheckpoint:
         path, checkpoint = loaded
         missing = [k for k in self.save_dict if k not in checkpoint]
         if missing:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {path} lacks {missing}; it was not written by this trainer. Move it out of "
                 f"{self.save_dir} or choose another output_dir."
             )
@@ -145,14 +189,17 @@ class ResumableCheckpoint:
             try:
                 unwrap(obj).load_state_dict(checkpoint[key])
             except (RuntimeError, KeyError, ValueError) as err:
-                raise ValueError(_mismatch_message(path, key, obj, checkpoint[key], self.save_dir)) from err
+                raise CheckpointError(_mismatch_message(path, key, obj, checkpoint[key], self.save_dir)) from err
         if engine.state.epoch > max_epochs:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {path} is at epoch {engine.state.epoch}, beyond this run's {max_epochs} epochs; "
                 "raise max_steps or start in a new output_dir."
             )
         engine.state.max_epochs = max_epochs
-        logger.info("resumed from %s at iteration %d", path, engine.state.iteration)
+        logger.info(
+            "resuming from %s at iteration %d (epoch %d of %d)", path, engine.state.iteration, engine.state.epoch,
+            max_epochs,
+        )
 
     def save(self, engine: Engine) -> None:
         if not is_main_process():

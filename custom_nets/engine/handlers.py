@@ -16,6 +16,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from custom_nets.data.atomic import atomic_torch_save, atomic_write_text
+from custom_nets.errors import ConfigError
 from custom_nets.nets.wrappers import unwrap
 from custom_nets.distributed import is_main_process
 from custom_nets.engine.previews import PANELS, preview_grid, pretext_grid, save_png
@@ -43,7 +44,9 @@ class GradientClipping:
 
     def __init__(self, max_norm: float = 12.0) -> None:
         if max_norm <= 0:
-            raise ValueError(f"max_norm must be > 0, got {max_norm}.")
+            raise ConfigError(
+                f"gradient clipping max_norm must be > 0, got {max_norm}: set --grad_clip_norm > 0 (nnU-Net: 12)."
+            )
         self.max_norm = float(max_norm)
 
     def attach(self, engine: Engine) -> None:
@@ -80,7 +83,10 @@ class ProgressBar:
     def attach(self, engine: Engine) -> None:
         if not is_main_process():
             return
-        from ignite.handlers import ProgressBar as IgniteProgressBar
+        try:
+            from ignite.handlers import ProgressBar as IgniteProgressBar
+        except ImportError:  # pytorch-ignite 0.4.x (MONAI 1.5's pin) has it in contrib only
+            from ignite.contrib.handlers import ProgressBar as IgniteProgressBar
 
         IgniteProgressBar(persist=True).attach(
             engine,

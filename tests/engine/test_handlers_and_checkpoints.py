@@ -178,7 +178,7 @@ def test_truncated_newest_checkpoint_is_kept_aside_and_the_run_resumes_from_the_
     with caplog.at_level("INFO"):
         resumed.run([0, 0, 0], max_epochs=2)
     assert "checkpoint_iter000000003.pt cannot be read" in caplog.text
-    assert "resumed from" in caplog.text and "checkpoint_iter000000002.pt at iteration 2" in caplog.text
+    assert "resuming from" in caplog.text and "checkpoint_iter000000002.pt at iteration 2 (epoch 0 of 2)" in caplog.text
     assert (tmp_path / "checkpoint_iter000000003.pt.unreadable").is_file()  # nothing deleted
     assert started[0] == 3 and resumed.state.iteration == 6  # the first iteration after the restart is the 3rd
     assert torch.load(tmp_path / "checkpoint_iter000000006.pt", weights_only=True)["trainer"]["iteration"] == 6
