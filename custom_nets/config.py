@@ -7,16 +7,16 @@ command line with the keys of the config files and suggests the closest known ke
 
 from __future__ import annotations
 
-import ast
 import difflib
 import math
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from custom_nets.bundle_command_line import cli_pairs, config_files_from_argv
 from custom_nets.errors import ConfigError
 
-__all__ = ["check_overrides", "epochs_for", "config_files_from_argv", "require_method"]
+__all__ = ["check_overrides", "epochs_for"]
 
 # Arguments of ``python -m monai.bundle run`` itself, not config overrides.
 RUNNER_ARGUMENTS = frozenset(
@@ -25,35 +25,6 @@ RUNNER_ARGUMENTS = frozenset(
         "workflow_type", "workflow_name", "properties_path",
     }
 )
-
-
-def _split_files(value: str) -> list[str]:
-    value = value.strip()
-    if value.startswith("["):
-        return [str(v) for v in ast.literal_eval(value)]
-    return [v for v in value.split(",") if v]
-
-
-def _cli_pairs(argv: Sequence[str]) -> list[tuple[str, str | None]]:
-    """``--key value`` / ``--key=value`` pairs after the runner's positional arguments."""
-    pairs, i = [], 0
-    while i < len(argv):
-        token = argv[i]
-        if token.startswith("--"):
-            key, eq, value = token[2:].partition("=")
-            if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                value, i = argv[i + 1], i + 1
-            pairs.append((key, value if value else None))
-        i += 1
-    return pairs
-
-
-def config_files_from_argv(argv: Sequence[str]) -> list[str]:
-    """The config files named by ``--config_file`` on a ``monai.bundle run`` command line."""
-    for key, value in _cli_pairs(argv):
-        if key == "config_file" and value:
-            return _split_files(value)
-    return []
 
 
 def _is_bundle_runner(argv: Sequence[str]) -> bool:
@@ -81,7 +52,7 @@ def check_overrides(argv: Sequence[str] | None = None) -> None:
     known: set[str] = set()
     for f in files:
         known.update(ConfigParser.load_config_file(f).keys())
-    for key, _ in _cli_pairs(argv):
+    for key, _ in cli_pairs(argv):
         top = key.split("#")[0].split("::")[0]
         if top in RUNNER_ARGUMENTS or top in known:
             continue
@@ -95,42 +66,19 @@ def check_overrides(argv: Sequence[str] | None = None) -> None:
 
 
 def epochs_for(max_steps: int, iterations_per_epoch: int) -> int:
-    """Number of Ignite epochs for an iteration budget; the budget must be a whole number of epochs.
+    """Number of Ignite epochs for an iteration budget: ``ceil(max_steps / iterations_per_epoch)``.
 
-    Raises ConfigError (a ValueError) naming valid alternatives otherwise (a partial last epoch would end the poly
-    schedule early or late).
+    Any ``max_steps`` works: when it is not a whole number of epochs, the last epoch is cut short at iteration
+    ``max_steps`` by ``engine.StopAtMaxSteps`` (the bundles list it in ``train#handlers``). The poly schedule,
+    checkpoints and pictures count iterations, not epochs, so they end at ``max_steps`` either way.
+
+    Raises ConfigError (a ValueError) for a budget or epoch length below 1.
     """
     max_steps, iterations_per_epoch = int(max_steps), int(iterations_per_epoch)
     if max_steps < 1 or iterations_per_epoch < 1:
         raise ConfigError(
-            f"max_steps and iterations_per_epoch must be >= 1, got {max_steps} and {iterations_per_epoch}."
-        )
-    if max_steps % iterations_per_epoch:
-        lower = max(iterations_per_epoch, max_steps // iterations_per_epoch * iterations_per_epoch)
-        raise ConfigError(
-            f"max_steps={max_steps} is not a multiple of iterations_per_epoch={iterations_per_epoch}; use "
-            f"--max_steps {lower} or {lower + iterations_per_epoch}, or set --iterations_per_epoch to a divisor."
+            f"max_steps and iterations_per_epoch must be >= 1, got {max_steps} and {iterations_per_epoch}: set "
+            "--max_steps to the number of training iterations and --iterations_per_epoch to the logging epoch "
+            "length (250 as in nnU-Net)."
         )
     return math.ceil(max_steps / iterations_per_epoch)
-
-
-def require_method(method: str | None, argv: Sequence[str] | None = None) -> str:
-    """Raise a ConfigError (a ValueError) listing the method files when the baselines' ``common.yaml`` runs alone.
-
-    Args:
-        method: the ``method`` setting (None when no method file followed ``common.yaml``).
-        argv: the command line; defaults to ``sys.argv`` (used only to find the method files beside common.yaml).
-    """
-    if method:
-        return str(method)
-    files = config_files_from_argv(list(sys.argv if argv is None else argv))
-    folder = Path(files[0]).parent if files else Path("bundles/baselines/configs")
-    from monai.bundle import ConfigParser
-
-    # method files are the ones that name a method (not the shared, multi-GPU or fine-tuning overrides)
-    choices = sorted(p.name for p in folder.glob("*.yaml") if ConfigParser.load_config_file(p).get("method"))
-    raise ConfigError(
-        "common.yaml holds only the settings shared by the baselines: name a method file after it, e.g. "
-        f"--config_file \"['{folder / 'common.yaml'}','{folder / (choices[0] if choices else 'models_genesis.yaml')}']\""
-        f" (method files in {folder}: {', '.join(choices) or 'none found'})."
-    )

@@ -32,6 +32,8 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
+from custom_nets.bundle_command_line import config_files_from_argv
+
 __all__ = ["UserError", "ConfigError", "CheckpointError", "DEBUG_VARIABLE", "install", "project_error", "error_block"]
 
 DEBUG_VARIABLE = "S3D_DEBUG"
@@ -135,8 +137,6 @@ def _config_file_of(key: str, argv: list[str]) -> str | None:
     """The last ``--config_file`` of a ``monai.bundle run`` command line that defines ``key``'s top-level entry."""
     from monai.bundle import ConfigParser
 
-    from custom_nets.config import config_files_from_argv
-
     top = key.split("#")[0]
     found = None
     for f in config_files_from_argv(argv):
@@ -151,8 +151,8 @@ def error_block(error: BaseException, top: BaseException | None = None, argv: li
 
     Example (one line, then the indented message)::
 
-        ConfigError in config key 'train#trainer#max_epochs' of train.yaml (raised at custom_nets/config.py:108):
-          max_steps=5 is not a multiple of iterations_per_epoch=2; use --max_steps 4 or 6, or ...
+        FileNotFoundError in config key 'datalist' of train.yaml (raised at custom_nets/data/datalist.py:159):
+          dataset '/nonexistent/mri' does not exist: pass a folder of .nii/.nii.gz files or a datalist JSON file
     """
     head = type(error).__name__
     try:

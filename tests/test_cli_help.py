@@ -51,7 +51,7 @@ def test_every_command_has_a_summary_and_every_flag_a_description():
         params = [p for p in inspect.signature(fn).parameters if p not in ("self",)]
         undocumented += [f"{name} --{p}" for p in params if p not in described]
         assert parsed.summary and "\n" not in parsed.summary, name
-    # the study group's functions are documented in custom_nets.evaluation; only check this module's commands
+    # the study group's functions are documented in custom_nets.study; only check this module's commands
     assert [u for u in undocumented if not u.startswith("study ")] == []
 
 

@@ -42,7 +42,7 @@ def _not_ours(text):
 
 
 def test_which_errors_are_the_projects():
-    ours = _caught(epochs_for, 5, 2)  # ConfigError (a ValueError) raised by custom_nets/config.py
+    ours = _caught(epochs_for, 0, 2)  # ConfigError (a ValueError) raised by custom_nets/config.py
     assert isinstance(ours, ConfigError) and isinstance(ours, ValueError) and project_error(ours)
     # a plain ValueError raised by a `raise` in the package (masking.py) is recognised by where it was raised
     from custom_nets.masking import BlockMaskGenerator
@@ -53,32 +53,32 @@ def test_which_errors_are_the_projects():
     assert not project_error(_caught(epochs_for, "x", 2))
     assert not project_error(_caught(_not_ours, "a message"))
     # the outermost project error of a chain is found behind MONAI's wrapper
-    wrapper = _wrapped(epochs_for, 5, 2)
+    wrapper = _wrapped(epochs_for, 0, 2)
     assert not project_error(wrapper) and type(find_project_error(wrapper)) is ConfigError
     assert find_project_error(_wrapped(_not_ours, "x")) is None
 
 
 def test_block_names_the_raising_line_and_the_message():
-    err = _caught(epochs_for, 5, 2)
+    err = _caught(epochs_for, 0, 2)
     line = err.__traceback__.tb_next.tb_lineno  # the raise statement in config.py
     assert error_block(err) == (
         f"ConfigError (raised at custom_nets/config.py:{line}):\n"
-        "  max_steps=5 is not a multiple of iterations_per_epoch=2; use --max_steps 4 or 6, or set "
-        "--iterations_per_epoch to a divisor."
+        "  max_steps and iterations_per_epoch must be >= 1, got 0 and 2: set --max_steps to the number of training "
+        "iterations and --iterations_per_epoch to the logging epoch length (250 as in nnU-Net)."
     )
 
 
 def test_hook_prints_the_block_last_and_fills_torchruns_error_file(tmp_path, monkeypatch, capsys):
-    wrapper = _wrapped(epochs_for, 5, 2)
+    wrapper = _wrapped(epochs_for, 0, 2)
     error_file = tmp_path / "error.json"
     monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
     monkeypatch.delenv("S3D_DEBUG", raising=False)
     excepthook(type(wrapper), wrapper, wrapper.__traceback__)
     printed = capsys.readouterr().err.splitlines()
     assert printed[0] == POINTER and printed[1].startswith("ConfigError (raised at custom_nets/config.py:")
-    assert printed[2].startswith("  max_steps=5 is not a multiple") and len(printed) == 3
+    assert printed[2].startswith("  max_steps and iterations_per_epoch must be >= 1") and len(printed) == 3
     data = json.loads(error_file.read_text())["message"]  # torchrun's summary prints py_callstack
-    assert data["message"].startswith("ConfigError: max_steps=5")
+    assert data["message"].startswith("ConfigError: max_steps and iterations_per_epoch must be >= 1")
     assert data["extraInfo"]["py_callstack"] == "\n".join(printed[1:])
 
 

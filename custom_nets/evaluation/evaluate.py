@@ -29,7 +29,7 @@ from pathlib import Path
 
 from custom_nets.data.case_ids import case_ids_for, strip_image_extension
 from custom_nets.evaluation.label_io import check_same_geometry, read_label_map, voxel_spacing_mm
-from custom_nets.evaluation.metrics import binary_dice, binary_nsd
+from custom_nets.evaluation.metrics import METRICS
 from custom_nets.evaluation.summary import summarise, write_reports
 
 __all__ = ["case_id_of", "evaluate_case", "evaluate_folder", "normalise_labels", "resolve_tolerances"]
@@ -149,7 +149,7 @@ def evaluate_case(
     tolerance_mm=2.0,
     case: str | None = None,
 ) -> dict:
-    """DSC and NSD of one predicted label map against its reference.
+    """Every registered metric (DSC, NSD, ...) of one predicted label map against its reference.
 
     Args:
         pred_path: predicted label map (NIfTI), on the label's grid.
@@ -160,8 +160,8 @@ def evaluate_case(
         case: case id to report; default: the label file name without extension.
 
     Returns:
-        ``{"case": id, "dsc": {name: value}, "nsd": {name: value}}`` with NaN for a class absent
-        from both maps.
+        ``{"case": id, "dsc": {name: value}, "nsd": {name: value}}`` (one entry per metric of
+        ``custom_nets.evaluation.metrics.METRICS``) with NaN for a class absent from both maps.
 
     Raises:
         ValueError: the files are on different grids (the message names both) or are not
@@ -173,12 +173,13 @@ def evaluate_case(
     reference, label_image = read_label_map(label_path)
     check_same_geometry(pred_image, pred.shape, label_image, reference.shape, pred_path, label_path)
     spacing = voxel_spacing_mm(label_image)
-    dsc, nsd = {}, {}
+    result = {"case": case if case is not None else case_id_of(label_path)}
+    result.update({metric.name: {} for metric in METRICS})
     for value, name in classes.items():
         pred_mask, reference_mask = pred == value, reference == value
-        dsc[name] = binary_dice(pred_mask, reference_mask)
-        nsd[name] = binary_nsd(pred_mask, reference_mask, spacing, tolerances[name])
-    return {"case": case if case is not None else case_id_of(label_path), "dsc": dsc, "nsd": nsd}
+        for metric in METRICS:
+            result[metric.name][name] = metric.compute(pred_mask, reference_mask, spacing, tolerances[name])
+    return result
 
 
 def _listing(items: Sequence[str]) -> str:
@@ -275,8 +276,8 @@ def evaluate_folder(
             value). Default 2.0.
         output_dir: folder for ``metrics_per_case.csv``, ``summary.json`` and ``summary.csv``;
             default: ``pred_dir``.
-        allow_missing: score a case without prediction as 0 for every class (and list it in the
-            summary) instead of raising. Default False.
+        allow_missing: score a case without prediction as the worst value of every metric (0 for
+            DSC and NSD) for every class (and list it in the summary) instead of raising. Default False.
         prediction_postfix: text between case id and extension in prediction file names, e.g.
             ``"_seg"`` for MONAI's ``SaveImage``. Default "".
         cases: score only these case ids (e.g. a split's test cases); None scores every reference.
@@ -320,14 +321,14 @@ def evaluate_folder(
             results.append(evaluate_case(pred_paths[case], label_path, classes, tolerances, case=case))
             logger.info("Evaluated case %s (%d/%d)", case, number, len(reference_paths))
         else:
-            logger.warning("Case %s has no prediction: scored 0 for every class", case)
-            zeros = {name: 0.0 for name in classes.values()}
-            results.append({"case": case, "dsc": dict(zeros), "nsd": dict(zeros)})
+            logger.warning("Case %s has no prediction: scored worst for every class", case)
+            worst = {metric.name: {name: metric.worst for name in classes.values()} for metric in METRICS}
+            results.append({"case": case, **worst})
     summary = summarise(results, list(classes.values()), tolerances, missing_cases=missing)
     paths = write_reports(results, summary, output_dir if output_dir is not None else pred_dir)
+    scores = ", ".join(f"mean {metric.display_name} {summary[f'mean_{metric.name}']:.4f}" for metric in METRICS)
     logger.info(
-        "Mean DSC %.4f, mean NSD %.4f over %d cases (%d missing); reports in %s",
-        summary["mean_dsc"], summary["mean_nsd"], summary["n_cases"], summary["n_missing"],
-        paths["summary_json"].parent,
+        "%s over %d cases (%d missing); reports in %s",
+        scores[0].upper() + scores[1:], summary["n_cases"], summary["n_missing"], paths["summary_json"].parent,
     )
     return summary

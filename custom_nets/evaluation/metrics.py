@@ -22,6 +22,11 @@ Empty classes (the convention of nnU-Net and of MONAI's metrics):
 * class present in only one of the two -> DSC = NSD = 0 (all of it is a false positive or a
   false negative).
 
+Both are registered in ``METRICS`` at the end of this file (:mod:`custom_nets.evaluation.metric_registry`), which
+the evaluation, the report files, the demo table and the study reports loop over. **A new metric** is one
+function of ``(pred_mask, reference_mask[, spacing_mm, tolerance_mm])`` here and one line in ``METRICS`` (plus its
+test); every results file then has its columns.
+
 A distance within ``TOLERANCE_ROUNDING_MM`` (1e-5 mm) of τ counts as within τ, so that a voxel
 spacing stored as float32 in a NIfTI header (0.8 mm is stored as 0.800000012 mm) does not push a
 one-voxel shift just past a tolerance of 0.8 mm.
@@ -35,9 +40,11 @@ from collections.abc import Sequence
 import torch
 from monai.metrics import compute_dice
 
+from custom_nets.evaluation.metric_registry import Metric, MetricRegistry
 from custom_nets.evaluation.surface import bounded_distance_map, check_spacing_mm, surface_voxels
 
 __all__ = [
+    "METRICS",
     "TOLERANCE_ROUNDING_MM",
     "binary_dice",
     "binary_nsd",
@@ -218,3 +225,11 @@ def nsd_per_class(
     label = _check_label_map("label", label, num_classes)
     values = [binary_nsd(pred == c, label == c, spacing_mm, t) for c, t in zip(classes, tolerances)]
     return torch.tensor(values, dtype=torch.float64)
+
+
+#: Every metric the evaluation computes, in report order; the first (DSC) ranks the methods of a study. A new
+#: metric: its function above and one line here (see :class:`custom_nets.evaluation.metric_registry.Metric`).
+METRICS = MetricRegistry(
+    Metric("dsc", "DSC", binary_dice),
+    Metric("nsd", "NSD", binary_nsd, arguments=("spacing_mm", "tolerance_mm")),
+)

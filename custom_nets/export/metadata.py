@@ -22,6 +22,8 @@ import re
 from pathlib import Path
 from typing import Mapping
 
+from custom_nets.evaluation.metrics import METRICS
+
 __all__ = [
     "SCHEMA_FILE",
     "SCHEMA_URL",
@@ -46,6 +48,9 @@ SUPPORTED_APPS = {"monai-label": "0.8.5"}
 #: Display names of the presets that are nnU-Net's (the others are this project's small test networks).
 _PRESET_TITLES = {"resenc_m": "ResEnc-M", "resenc_l": "ResEnc-L", "resenc_xl": "ResEnc-XL"}
 _DIGITS = 4
+#: The model zoo's key and text for a registered metric whose own name differs (``mean_dice``, ``dice_<class>``,
+#: "mean Dice"); every other metric of ``METRICS`` keeps its name and display name.
+_ZOO_NAMES = {"dsc": ("dice", "Dice")}
 
 
 def check_version(version: str, what: str = "version") -> str:
@@ -66,24 +71,33 @@ def _metric_key(metric: str, class_name: str) -> str:
     return f"{metric}_{'_'.join(str(class_name).split())}"
 
 
+def _zoo_names() -> list[tuple[str, str, str, str]]:
+    """``(metric name, zoo key, zoo text, aggregation)`` of every registered metric: ``("dsc", "dice", "Dice",
+    "mean")``, ``("nsd", "nsd", "NSD", "mean")``."""
+    return [(m.name, *_ZOO_NAMES.get(m.name, (m.name, m.display_name)), m.aggregation) for m in METRICS]
+
+
 def eval_metrics_from_summary(summary: Mapping, labels: Mapping, source: str = "summary.json") -> dict:
     """The model zoo's ``eval_metrics`` (numbers only) from an evaluation ``summary.json``.
 
     Args:
         summary: the dict ``custom_nets.evaluation.evaluate_folder`` writes as ``summary.json``: ``mean_dsc``,
-            ``mean_nsd``, ``classes`` and ``per_class[name]["dsc" | "nsd"]["mean"]`` (null where undefined).
+            ``mean_nsd``, ``classes`` and ``per_class[name]["dsc" | "nsd"]["mean"]`` (null where undefined); one
+            ``mean_<metric>`` per metric of ``custom_nets.evaluation.metrics.METRICS``.
         labels: the exported model's ``{value: name}`` (background included).
         source: the file the summary came from, for messages.
 
     Returns:
-        ``{"mean_dice", "mean_nsd", "dice_<class>", "nsd_<class>"}`` rounded to 4 digits, in label order; a
-        score that is undefined (a class absent from every reference and prediction) is left out, not set to 0.
+        ``{"mean_dice", "mean_nsd", "dice_<class>", "nsd_<class>"}`` (``mean_<metric>`` and ``<metric>_<class>``
+        of every registered metric) rounded to 4 digits, in label order; a score that is undefined (a class absent
+        from every reference and prediction) is left out, not set to 0.
 
     Raises:
         ValueError: the file is not such a summary, or it scores classes the model does not predict (it
             evaluates another model).
     """
-    missing = [k for k in ("mean_dsc", "mean_nsd", "classes", "per_class") if k not in summary]
+    required = [f"mean_{name}" for name, _, _, _ in _zoo_names()] + ["classes", "per_class"]
+    missing = [k for k in required if k not in summary]
     if missing:
         raise ValueError(
             f"{source} lacks {missing}: it is not an evaluation summary of custom_nets.evaluation (written by "
@@ -99,12 +113,13 @@ def eval_metrics_from_summary(summary: Mapping, labels: Mapping, source: str = "
             "evaluation_summary=False to export without scores."
         )
     metrics = {}
-    for key, value in (("mean_dice", summary["mean_dsc"]), ("mean_nsd", summary["mean_nsd"])):
+    for field, key, _, _ in _zoo_names():
+        value = summary[f"mean_{field}"]
         if value is not None and value == value:
-            metrics[key] = round(float(value), _DIGITS)
-    for metric, field in (("dice", "dsc"), ("nsd", "nsd")):
+            metrics[f"mean_{key}"] = round(float(value), _DIGITS)
+    for field, metric, _, aggregation in _zoo_names():
         for name in names:
-            value = ((summary["per_class"].get(name) or {}).get(field) or {}).get("mean")
+            value = ((summary["per_class"].get(name) or {}).get(field) or {}).get(aggregation)
             if value is not None and value == value:
                 metrics[_metric_key(metric, name)] = round(float(value), _DIGITS)
     return metrics
@@ -122,8 +137,7 @@ def _evaluation_sentence(summary: Mapping | None, metrics: Mapping) -> str:
     tolerances = sorted({float(t) for t in (summary.get("tolerance_mm") or {}).values()})
     tolerance = f"{tolerances[0]:g} mm" if len(tolerances) == 1 else "per-class tolerances"
     scores = ", ".join(
-        f"{label} {metrics[key]:.4f}" for key, label in (("mean_dice", "mean Dice"), ("mean_nsd", "mean NSD"))
-        if key in metrics
+        f"mean {text} {metrics[f'mean_{key}']:.4f}" for _, key, text, _ in _zoo_names() if f"mean_{key}" in metrics
     )
     missing = int(summary.get("n_missing") or 0)
     unscored = f"; {missing} case(s) without prediction scored 0" if missing else ""

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from custom_nets.evaluation.study import load_study, pair_done, run_study, study_pairs
 from custom_nets.evaluation.summary import summarise, write_reports
+from custom_nets.study import load_study, pair_done, run_study, study_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,25 +1,17 @@
-"""An evaluation study: fine-tune and evaluate every (method, dataset, seed) pair, then rank the methods.
-
-This module is the resumable runner (:func:`run_study`, :func:`pair_done`). The study is split over four modules:
-
-- :mod:`custom_nets.evaluation.study_schema`: the study YAML file, its validation and the dataclasses;
-- :mod:`custom_nets.evaluation.study` (this one): runs the pairs;
-- :mod:`custom_nets.evaluation.study_report`: the results table, rank stability, per-case rows and the Wilcoxon
-  comparison;
-- :mod:`custom_nets.evaluation.study_demo`: the synthetic demo study and the ``study`` sub-commands.
+"""The resumable runner of an evaluation study: fine-tune and evaluate every (method, dataset, seed) pair.
 
 Every pair (dataset, method, seed, training-set size) runs in its own folder
 ``<output_dir>/runs/<dataset>/<method>/seed<seed>/<full|n<N>>`` with the fine-tuning bundle (``train.yaml``,
 then ``train.yaml + evaluate.yaml``). A pair is **done** when its ``evaluation/summary.json`` and
-``evaluation/metrics_per_case.csv`` exist (both written atomically by the bundle); done pairs are skipped, so a
-killed study restarts where it stopped. Training is skipped when ``models/model.pt`` and
-``models/model_info.json`` (written at the end of training) exist; an interrupted training resumes from its own
+``evaluation/metrics_per_case.csv`` exist (both written atomically by the bundle; :mod:`custom_nets.study.pairs`);
+done pairs are skipped, so a killed study restarts where it stopped. Training is skipped when ``models/model.pt``
+and ``models/model_info.json`` (written at the end of training) exist; an interrupted training resumes from its own
 newest checkpoint. Each pair's ``pair.json`` records its settings, among them the schedule it ran (the
 study's, or the bundle's rule: Sawtooth with a checkpoint, nnU-Net's poly "default" from scratch). All methods
 share a dataset's preprocessing cache (``<output_dir>/cache/<dataset>``) and, per seed, one split file
 (``<output_dir>/splits/<dataset>_seed<seed>.json``), so they see the same cases. Every bundle run is appended to
 ``<output_dir>/bundle_runs.jsonl`` before it starts. The reports are written at the end
-(:func:`custom_nets.evaluation.study_report.report_study`).
+(:func:`custom_nets.study.report.report_study`).
 """
 
 from __future__ import annotations
@@ -31,62 +23,19 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from custom_nets.bundle_run import run_bundle
 from custom_nets.data.atomic import atomic_write_text
-from custom_nets.engine.schedules import default_schedule
-from custom_nets.evaluation.study_schema import (
-    DatasetSpec,
-    MethodSpec,
-    Pair,
-    Study,
-    load_study,
-    study_pairs,
-)
+from custom_nets.study.pairs import as_study, pair_done, pair_settings
+from custom_nets.study.report import report_study
+from custom_nets.study.schema import Pair, Study, study_pairs
 
-__all__ = [
-    "DatasetSpec",
-    "MethodSpec",
-    "Pair",
-    "Study",
-    "load_study",
-    "pair_done",
-    "run_study",
-    "study_pairs",
-]
+__all__ = ["run_study"]
 
 logger = logging.getLogger(__name__)
 
-_DONE_FILES = ("summary.json", "metrics_per_case.csv")
 _TRAINED_FILES = ("model.pt", "model_info.json")
 _DERIVED_PATHS = ("output_dir", "cache_dir", "split_file")
 _SCHEDULE_BEFORE_RECORDING = "sawtooth"  # the bundle's default for every run before it followed the weights
-
-
-# ------------------------------------------------------------------------------------------------ runner
-
-
-def pair_done(run_dir: str | os.PathLike) -> bool:
-    """A pair is done when the evaluation wrote both its result files (atomically, so never half-written)."""
-    folder = Path(run_dir) / "evaluation"
-    return all((folder / name).is_file() for name in _DONE_FILES)
-
-
-def _pair_settings(study: Study, pair: Pair) -> dict:
-    dataset = next(d for d in study.datasets if d.name == pair.dataset)
-    method = next(m for m in study.methods if m.name == pair.method)
-    settings = {**study.finetune, **dataset.settings, **method.settings}
-    # the schedule each method runs is written down (pair.json) and passed explicitly, with the bundle's rule for
-    # the default: Sawtooth from pre-trained weights, nnU-Net's poly decay ("default") from scratch
-    settings.setdefault("schedule", default_schedule(method.checkpoint))
-    settings.update(
-        dataset_dir=dataset.dataset_dir,
-        pretrained_checkpoint=method.checkpoint,
-        seed=pair.seed,
-        low_data=pair.low_data,
-        output_dir=str(pair.run_dir(study)),
-        cache_dir=str(Path(study.output_dir, "cache", pair.dataset)),
-        split_file=str(Path(study.output_dir, "splits", f"{pair.dataset}_seed{pair.seed}.json")),
-    )
-    return settings
 
 
 def _record_settings(run_dir: Path, settings: dict, evaluate: dict) -> None:
@@ -124,16 +73,6 @@ def _log_bundle_run(study: Study, pair: Pair, stage: str) -> None:
         handle.write(line + "\n")
 
 
-def _default_runner(config_files: list[str], **overrides) -> None:
-    from custom_nets.cli import run_bundle
-
-    run_bundle(config_files, **overrides)
-
-
-def _as_study(study: Study | str | os.PathLike) -> Study:
-    return study if isinstance(study, Study) else load_study(study)
-
-
 def run_study(
     study: Study | str | os.PathLike,
     runner: Callable[..., object] | None = None,
@@ -144,7 +83,7 @@ def run_study(
     Args:
         study: a :class:`Study` or the path of its YAML file.
         runner: ``runner(config_files, **overrides)`` runs one bundle; default: in-process like
-            ``python -m monai.bundle run`` (:func:`custom_nets.cli.run_bundle`).
+            ``python -m monai.bundle run`` (:func:`custom_nets.bundle_run.run_bundle`).
         report: write the reports at the end. Default True.
 
     Returns:
@@ -153,10 +92,8 @@ def run_study(
     Raises:
         FileNotFoundError: a method's checkpoint or a dataset is missing (all are listed, before any run).
     """
-    from custom_nets.evaluation.study_report import report_study
-
-    study = _as_study(study)
-    runner = runner or _default_runner
+    study = as_study(study)
+    runner = runner or run_bundle
     missing = [f"method '{m.name}': {m.checkpoint}" for m in study.methods
                if m.checkpoint is not None and not Path(m.checkpoint).is_file()]
     missing += [f"dataset '{d.name}': {d.dataset_dir}" for d in study.datasets if not Path(d.dataset_dir).exists()]
@@ -169,7 +106,7 @@ def run_study(
     pairs = study_pairs(study)
     for number, pair in enumerate(pairs, start=1):
         run_dir = pair.run_dir(study)
-        settings = _pair_settings(study, pair)
+        settings = pair_settings(study, pair)
         if pair_done(run_dir):
             _record_settings(run_dir, settings, study.evaluate)
             logger.info("[%d/%d] %s: done, skipped", number, len(pairs), pair)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from custom_nets.evaluation.significance import wilcoxon_signed_rank
+from custom_nets.study.significance import wilcoxon_signed_rank
 
 
 def test_exact_p_values_by_hand():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from custom_nets.evaluation.plots import heat_colour, line_plot, nice_ticks, rank_heatmap, series_colour
+from custom_nets.study.plots import heat_colour, line_plot, nice_ticks, rank_heatmap, series_colour
 
 
 def test_line_plot_points_have_their_series_colour(tmp_path):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from custom_nets.evaluation.ranking import (
+from custom_nets.study.ranking import (
     average_rank,
     bootstrap_ranks,
     dataset_scores,

@@ -227,7 +227,7 @@ def rank_heatmap(
 
     Args:
         frequencies: ``{panel title: (methods, positions) array}`` of fractions in [0, 1] (rows in the
-            order of ``methods``), e.g. from :func:`custom_nets.evaluation.ranking.rank_frequencies`.
+            order of ``methods``), e.g. from :func:`custom_nets.study.ranking.rank_frequencies`.
         methods: row labels.
         path: PNG file to write.
         title: text above the panels. Default "".

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from custom_nets.evaluation.ranking import tied_ranks
+from custom_nets.study.ranking import tied_ranks
 
 __all__ = ["WilcoxonResult", "wilcoxon_signed_rank"]
 

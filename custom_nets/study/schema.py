@@ -16,10 +16,8 @@ A study is one YAML file (schema in ``docs/study.md``, example in ``docs/study_e
     bootstrap_samples: 1000
     compare: [s3d, scratch]                # methods of the paired Wilcoxon test
 
-:func:`load_study` reads and validates the file; :func:`study_pairs` lists its runs. The other study modules:
-:mod:`custom_nets.evaluation.study` runs the pairs (and re-exports the public names of all four modules),
-:mod:`custom_nets.evaluation.study_report` writes the reports and :mod:`custom_nets.evaluation.study_demo` holds
-the synthetic demo study and the ``study`` command line.
+:func:`load_study` reads and validates the file; :func:`study_pairs` lists its runs. The other modules of
+:mod:`custom_nets.study` build on it (see the package docstring).
 """
 
 from __future__ import annotations
@@ -33,6 +31,8 @@ from pathlib import Path
 
 import yaml
 
+from custom_nets.bundle_run import REPO_BUNDLES
+
 __all__ = [
     "DatasetSpec",
     "MethodSpec",
@@ -42,7 +42,7 @@ __all__ = [
     "study_pairs",
 ]
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "s3d_finetune"
+DEFAULT_BUNDLE = REPO_BUNDLES / "s3d_finetune"
 STUDY_KEYS = (
     "output_dir", "datasets", "methods", "seeds", "low_data", "finetune", "evaluate", "bootstrap_samples",
     "bootstrap_seed", "compare", "bundle",

@@ -2,10 +2,11 @@
 
 The comparison protocol of the S3D paper (Table 4) and of the OpenMind benchmark:
 
-1. **Dataset score.** For one method on one dataset the score is the mean DSC, computed as the evaluation
-   bundle writes it (``summary.json``'s ``mean_dsc``, nnU-Net's convention): per class the mean over the test
-   cases where the class is defined (NaN = class absent from prediction and reference, left out), then the
-   mean over classes. With several seeds the score is the mean over seeds of that number.
+1. **Dataset score.** For one method on one dataset the score is the mean DSC (the primary metric of
+   ``custom_nets.evaluation.metrics.METRICS``), computed as the evaluation bundle writes it (``summary.json``'s
+   ``mean_dsc``, nnU-Net's convention): per class the mean over the test cases where the class is defined (NaN =
+   class absent from prediction and reference, left out), then the mean over classes. With several seeds the
+   score is the mean over seeds of that number. A metric aggregated by its median takes the per-class median.
 2. **Rank per dataset.** Methods are ranked by their dataset score, 1 = highest DSC. Methods with the same
    score share the ranks they occupy: two methods tied for first both get (1 + 2) / 2 = 1.5, and the next
    method gets 3 (fractional "average" ranks, so every dataset hands out the same total 1 + ... + M).
@@ -23,10 +24,13 @@ the DSC of class ``k`` on test case ``c`` for method ``m`` fine-tuned with seed 
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from custom_nets.evaluation.metric_registry import AGGREGATIONS
 
 __all__ = [
     "average_rank",
@@ -113,12 +117,26 @@ def average_rank(ranks: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     return {m: float(np.mean([ranks[d][m] for d in datasets])) for m in methods}
 
 
-def dataset_scores(values: np.ndarray) -> np.ndarray:
-    """Dataset score(s) from per-case values: per class the NaN-ignoring mean over cases, then the mean over
-    the classes that have one, then the mean over seeds.
+def _per_class(values: np.ndarray, aggregation: str) -> np.ndarray:
+    """``(..., cases, classes) -> (..., classes)``: the NaN-ignoring mean or median over cases (NaN if none)."""
+    if aggregation == "median":
+        with warnings.catch_warnings():  # an all-NaN class is NaN, as with the mean
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(values, axis=-2)
+    defined = ~np.isnan(values)
+    counts = defined.sum(axis=-2)
+    sums = np.where(defined, values, 0.0).sum(axis=-2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def dataset_scores(values: np.ndarray, aggregation: str = "mean") -> np.ndarray:
+    """Dataset score(s) from per-case values: per class the NaN-ignoring mean (or median) over cases, then the
+    mean over the classes that have one, then the mean over seeds.
 
     Args:
         values: ``(..., seeds, cases, classes)`` per-case values (NaN = class undefined in that case).
+        aggregation: "mean" or "median" over cases, the metric's ``aggregation``. Default "mean".
 
     Returns:
         ``(...)`` scores; NaN where a seed has no defined class at all.
@@ -126,11 +144,10 @@ def dataset_scores(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     if values.ndim < 3:
         raise ValueError(f"values must have shape (..., seeds, cases, classes), got {values.shape}")
-    defined = ~np.isnan(values)
-    counts = defined.sum(axis=-2)
-    sums = np.where(defined, values, 0.0).sum(axis=-2)
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation {aggregation!r} must be one of {AGGREGATIONS}")
+    per_class = _per_class(values, aggregation)  # (..., seeds, classes)
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_class = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)  # (..., seeds, classes)
         class_defined = ~np.isnan(per_class)
         n_classes = class_defined.sum(axis=-1)
         per_seed = np.where(
@@ -150,6 +167,7 @@ def bootstrap_ranks(
     seed: int = 0,
     dataset: str = "",
     higher_is_better: bool = True,
+    aggregation: str = "mean",
 ) -> np.ndarray:
     """Ranks of the methods on ``n_samples`` bootstrap resamples of one dataset's test cases.
 
@@ -162,6 +180,7 @@ def bootstrap_ranks(
         seed: study seed; with ``dataset`` it fixes the samples.
         dataset: dataset name, mixed into the generator's seed.
         higher_is_better: Default True (DSC).
+        aggregation: "mean" or "median" over cases (see :func:`dataset_scores`). Default "mean".
 
     Returns:
         ``(n_samples, methods)`` float array of ranks. A method whose resampled score is NaN (no defined
@@ -177,7 +196,7 @@ def bootstrap_ranks(
         raise ValueError(f"dataset '{dataset}' has no test cases to bootstrap")
     indices = _dataset_generator(seed, dataset).integers(0, n_cases, size=(int(n_samples), n_cases))
     resampled = values[:, :, indices, :]  # (methods, seeds, samples, cases, classes)
-    scores = dataset_scores(np.moveaxis(resampled, 2, 0))  # (samples, methods)
+    scores = dataset_scores(np.moveaxis(resampled, 2, 0), aggregation)  # (samples, methods)
     worst = -math.inf if higher_is_better else math.inf
     return _tied_ranks_rows(np.where(np.isnan(scores), worst, scores), higher_is_better)
 

@@ -1,9 +1,7 @@
-"""The demo evaluation study on synthetic data, and the ``study`` sub-commands of ``python -m custom_nets``.
+"""The demo evaluation study on synthetic data (``python -m custom_nets study demo``).
 
 :func:`demo_study` writes two synthetic datasets, pre-trains two tiny checkpoints and runs a small study with
-:func:`custom_nets.evaluation.study.run_study`. :func:`cli_commands` maps ``study run | report | compare | demo``
-to the runner (:mod:`custom_nets.evaluation.study`), the reports (:mod:`custom_nets.evaluation.study_report`)
-and the demo; the study file itself is read by :mod:`custom_nets.evaluation.study_schema`.
+:func:`custom_nets.study.runner.run_study`.
 """
 
 from __future__ import annotations
@@ -14,17 +12,15 @@ from pathlib import Path
 
 import yaml
 
+from custom_nets.bundle_run import bundle_configs, run_bundle
 from custom_nets.data.atomic import atomic_write_text
-from custom_nets.evaluation.study import _default_runner, run_study
-from custom_nets.evaluation.study_report import compare_methods, report_study
-from custom_nets.evaluation.study_schema import SCRATCH
+from custom_nets.data.demo_segmentation import write_demo_segmentation_dataset
+from custom_nets.study.runner import run_study
+from custom_nets.study.schema import SCRATCH
 
-__all__ = ["cli_commands", "demo_study"]
+__all__ = ["demo_study"]
 
 logger = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------------------ demo
 
 
 def _demo_config(epochs: int, device: str, low_data: Sequence[int], bootstrap_samples: int) -> dict:
@@ -47,12 +43,10 @@ def _demo_config(epochs: int, device: str, low_data: Sequence[int], bootstrap_sa
 
 def _pretrain_demo(out: Path, steps: int, device: str, runner: Callable[..., object]) -> None:
     """Pre-train the demo's two tiny checkpoints, skipping those that exist: S3D with the S3D bundle, dense MAE with
-    the baselines bundle (``common.yaml`` + ``dense_mae.yaml``), the way a user runs each."""
-    bundles = Path(__file__).resolve().parents[2] / "bundles"
-    s3d, baselines = bundles / "s3d_pretrain" / "configs", bundles / "baselines" / "configs"
+    the S3D bundle's ``train.yaml`` + the baselines' ``dense_mae.yaml``, the way a user runs each."""
     configs = {
-        "s3d": [str(s3d / "train.yaml"), str(s3d / "demo.yaml")],
-        "dense_mae": [str(baselines / "common.yaml"), str(baselines / "dense_mae.yaml")],
+        "s3d": bundle_configs("s3d_pretrain", "train.yaml", "demo.yaml"),
+        "dense_mae": bundle_configs("s3d_pretrain", "train.yaml") + bundle_configs("baselines", "dense_mae.yaml"),
     }
     for name, files in configs.items():
         run_dir = out / "pretrain" / name
@@ -92,11 +86,9 @@ def demo_study(
         bootstrap_samples: rank-stability samples. Default 1000.
         num_cases: labeled cases per dataset. Default 10 (8 training, 2 test).
         device: "cpu" or "cuda".
-        runner: bundle runner (see :func:`run_study`).
+        runner: bundle runner (see :func:`run_study`). Default: in-process, like ``python -m monai.bundle run``.
     """
-    from custom_nets.data.demo_segmentation import write_demo_segmentation_dataset
-
-    runner = runner or _default_runner
+    runner = runner or run_bundle
     out = Path(output_dir).resolve()
     shape = (64, 64, 64)
     write_demo_segmentation_dataset(out / "data" / "lesions_t1_flair", num_cases=num_cases, seed=0, shape=shape,
@@ -109,27 +101,3 @@ def demo_study(
     atomic_write_text(study_file, "# Demo study written by `python -m custom_nets study demo`\n"
                       + yaml.safe_dump(config, sort_keys=False))
     return run_study(study_file, runner=runner)["table.md"].read_text(encoding="utf-8")
-
-
-# ------------------------------------------------------------------------------------------------ command line
-
-
-def _run_command(study_file: str) -> str:
-    """Fine-tune and evaluate every pair not done yet, write the reports; prints the results table."""
-    return run_study(study_file)["table.md"].read_text(encoding="utf-8")
-
-
-def _report_command(study_file: str) -> str:
-    """Re-write the reports from the finished pairs (no training); prints the results table."""
-    written = report_study(study_file)
-    return written["table.md"].read_text(encoding="utf-8") if "table.md" in written else "no dataset finished yet"
-
-
-def _compare_command(study_file: str, method_a: str, method_b: str) -> str:
-    """Paired Wilcoxon signed-rank test of two methods' per-case DSC, per dataset and pooled."""
-    return compare_methods(study_file, method_a, method_b)
-
-
-def cli_commands() -> dict[str, Callable[..., str]]:
-    """The ``study`` sub-commands of ``python -m custom_nets``: run, report, compare, demo."""
-    return {"run": _run_command, "report": _report_command, "compare": _compare_command, "demo": demo_study}
