@@ -17,9 +17,12 @@ Commands:
                 methodA methodB`` (paired Wilcoxon test), ``study demo`` (see ``docs/study.md``).
 
 Every stage runs the bundles' own configs through MONAI's ``ConfigWorkflow``, exactly like
-``python -m monai.bundle run``. ``python -m custom_nets --help`` lists the commands with one line each and
-``python -m custom_nets <command> --help`` a command's flags: they are read from the Google-style docstrings below
-(first line: the command's summary; ``Args:``: one description per flag).
+``python -m monai.bundle run`` (``custom_nets.bundle_run``). The commands are thin: the modules they call do the
+work (``custom_nets.demo``, ``custom_nets.study``, ``custom_nets.evaluation``, ...); the modules of the other
+commands are imported when the command runs, so that a command loads only what it needs.
+``python -m custom_nets --help`` lists the commands with one line each and ``python -m custom_nets <command>
+--help`` a command's flags: they are read from the Google-style docstrings below (first line: the command's
+summary; ``Args:``: one description per flag).
 """
 
 from __future__ import annotations
@@ -27,99 +30,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 
-__all__ = ["run_bundle", "demo", "preprocess", "export_nnssl", "export_bundle", "import_nnssl", "main"]
+from custom_nets.demo import run_demo
+from custom_nets.evaluation import evaluate_folder
+from custom_nets.study.commands import cli_commands as study_commands
 
-REPO_BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
+__all__ = ["demo", "preprocess", "export_nnssl", "export_bundle", "import_nnssl", "main"]
+
 logger = logging.getLogger(__name__)
-
-
-def _bundle_configs(bundle: str, *names: str) -> list[str]:
-    folder = REPO_BUNDLES / bundle / "configs"
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"bundle configs not found in {folder}: run from a checkout of the repository (pip install -e .)."
-        )
-    return [str(folder / name) for name in names]
-
-
-def run_bundle(config_files: list[str], **overrides) -> object:
-    """Run a bundle like ``python -m monai.bundle run`` (initialize, run, finalize); returns the workflow."""
-    from monai.bundle import ConfigWorkflow
-
-    workflow = ConfigWorkflow(config_file=config_files, workflow_type="train", **overrides)
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow
-
-
-def _table(rows: list[tuple[str, dict]], labels: dict) -> str:
-    names = [labels[k] for k in sorted(labels, key=int) if int(k) != 0]
-    head = "| method | mean DSC | mean NSD | " + " | ".join(f"DSC {n}" for n in names) + " |"
-    lines = [head, "|" + "---|" * (3 + len(names))]
-    for method, summary in rows:
-        per_class = summary.get("per_class") or summary.get("classes") or {}
-        cells = []
-        for n in names:
-            value = (per_class.get(n) or {}).get("dsc", {})
-            value = value.get("mean") if isinstance(value, dict) else value
-            cells.append("-" if value is None else f"{100 * value:.2f}")
-        lines.append(
-            f"| {method} | {100 * summary['mean_dsc']:.2f} | {100 * summary['mean_nsd']:.2f} | " + " | ".join(cells) + " |"
-        )
-    return "\n".join(lines)
 
 
 def demo(output_dir: str = "runs/demo", pretrain_steps: int = 100, finetune_epochs: int = 24, device: str = "cpu") -> str:
     """Pre-train S3D on synthetic MRIs, fine-tune from scratch and from its weights, print a DSC/NSD table.
 
     The whole pipeline on the embedded synthetic data with the same seed, data and steps for both fine-tunings (a
-    few minutes on a CPU); returns (the command line prints) a report with the Markdown table of test DSC/NSD,
-    also written to ``<output_dir>/results.md``.
+    few minutes on a CPU; ``custom_nets.demo``); returns (the command line prints) a report with the Markdown table
+    of test DSC/NSD, also written to ``<output_dir>/results.md``.
 
     Args:
         output_dir: where every stage writes (``pretrain/``, ``scratch/``, ``s3d/``, shared caches).
         pretrain_steps: S3D iterations (multiple of 20).
-        finetune_epochs: fine-tuning epochs of 8 iterations (from scratch: nnU-Net's poly schedule; from the S3D
-            weights: the Sawtooth schedule scaled to this length).
+        finetune_epochs: fine-tuning epochs of 8 iterations (poly schedule from scratch, Sawtooth from S3D).
         device: "cpu" or "cuda".
     """
-    start = time.time()
-    out = Path(output_dir).resolve()
-    common = {"device": device, "seed": 0}
-    run_bundle(
-        _bundle_configs("s3d_pretrain", "train.yaml", "demo.yaml"),
-        output_dir=str(out / "pretrain"), max_steps=pretrain_steps, iterations_per_epoch=20,
-        checkpoint_interval=pretrain_steps, preview_interval=pretrain_steps // 2, **common,
-    )
-    weights = out / "pretrain" / "models" / "model.pt"
-    finetune = _bundle_configs("s3d_finetune", "train.yaml", "demo.yaml")
-    evaluate = _bundle_configs("s3d_finetune", "train.yaml", "demo.yaml", "evaluate.yaml")
-    rows = []
-    for method, checkpoint in (("from scratch", None), ("S3D pre-trained", str(weights))):
-        run_dir = out / ("scratch" if checkpoint is None else "s3d")
-        settings = dict(
-            output_dir=str(run_dir), cache_dir=str(out / "finetune_cache"), pretrained_checkpoint=checkpoint,
-            epochs=finetune_epochs, **common,
-        )
-        run_bundle(finetune, **settings)
-        run_bundle(evaluate, mirror_axes=[], **settings)
-        rows.append((method, json.loads((run_dir / "evaluation" / "summary.json").read_text())))
-    info = json.loads((out / "s3d" / "models" / "model_info.json").read_text())
-    table = _table(rows, info["labels"])
-    minutes = (time.time() - start) / 60
-    report = (
-        f"\nDemo results on the synthetic test cases ({minutes:.1f} min; same seed, data, split and steps for both,"
-        " poly schedule from scratch and Sawtooth from the pre-trained weights;"
-        f" {pretrain_steps} pre-training and {finetune_epochs * 8} fine-tuning iterations are far too few for a"
-        " meaningful comparison - this shows the pipeline, not the method):\n\n"
-        f"{table}\n\nOutputs: {out}\n"
-    )
-    (out / "results.md").write_text(report)
-    return report  # the command line prints it
+    return run_demo(output_dir, pretrain_steps=pretrain_steps, finetune_epochs=finetune_epochs, device=device)
 
 
 def preprocess(
@@ -156,7 +91,7 @@ def export_nnssl(checkpoint: str, output: str, preset: str | None = None) -> str
         output: the ``checkpoint_final.pth`` file to write.
         preset: network preset of the weights (resenc_l, demo, tiny). Default: recognised from the weight shapes.
     """
-    from custom_nets.transfer import export_nnssl as _export
+    from custom_nets.transfer.nnssl_export import export_nnssl as _export
 
     _export(checkpoint, output, preset=preset)
     return output
@@ -201,7 +136,7 @@ def import_nnssl(source: str, output: str, revision: str | None = None) -> str:
         output: the checkpoint file to write.
         revision: Hub branch, tag or commit. Default: the repository's default branch.
     """
-    from custom_nets.export.nnssl_hub import import_nnssl as _import
+    from custom_nets.transfer.nnssl_hub import import_nnssl as _import
 
     return str(_import(source, output, revision=revision))
 
@@ -304,8 +239,6 @@ def evaluate(
         tolerance_mm: NSD boundary tolerance in mm.
         cases: a ``splits.json``: only its test cases are scored. Default: every reference.
     """
-    from custom_nets.evaluation import evaluate_folder
-
     labels = json.loads(Path(dataset_json).read_text(encoding="utf-8"))["labels"]
     wanted = None if cases is None else json.loads(Path(cases).read_text(encoding="utf-8"))["test"]
     return evaluate_folder(pred_dir, labels_dir, labels, tolerance_mm=tolerance_mm, output_dir=output_dir, cases=wanted)
@@ -348,10 +281,8 @@ class _Commands(dict):
 
 
 def _study_commands() -> dict:
-    """``study run | report | compare | demo`` (``custom_nets.evaluation.study``)."""
-    from custom_nets.evaluation.study_demo import cli_commands
-
-    return _Commands(cli_commands(), """Evaluation studies: fine-tune, evaluate, rank and compare pre-training methods.
+    """``study run | report | compare | demo`` (``custom_nets.study``)."""
+    return _Commands(study_commands(), """Evaluation studies: fine-tune, evaluate, rank and compare pre-training methods.
 
     ``study run study.yaml`` runs the pairs not done yet and writes the ranked results table and plots;
     ``study report``, ``study compare study.yaml methodA methodB`` (paired Wilcoxon test), ``study demo``

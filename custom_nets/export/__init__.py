@@ -1,4 +1,4 @@
-"""Model-zoo release of fine-tuned networks: export (folder + zip), download/load checks, nnssl Hub import.
+"""Model-zoo release of fine-tuned networks: export (folder + zip), download/load checks, nnU-Net v2 plans and import.
 
 See docs/model_zoo.md.
 """

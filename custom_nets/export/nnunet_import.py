@@ -40,7 +40,7 @@ from custom_nets.export.inference_config import network_kwargs
 from custom_nets.export.nnunet_plans import resolve_configuration
 from custom_nets.export.package import _REPO_BUNDLE, export_bundle
 from custom_nets.nets.resenc import PRESETS
-from custom_nets.transfer import _nnssl_arch_kwargs
+from custom_nets.transfer import nnssl_arch_kwargs as _nnssl_arch_kwargs
 
 __all__ = [
     "READER_AXES",

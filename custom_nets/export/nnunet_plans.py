@@ -42,11 +42,11 @@ from custom_nets.nets.resenc import PRESETS, resenc_unet
 from custom_nets.transfer import (
     DECODER_PREFIXES,
     SEG_HEAD_PREFIX,
-    _describe,
-    _nnssl_arch_kwargs,
-    _preset_name,
+    describe_encoder as _describe,
     encoder_layout,
     load_pretrained,
+    nnssl_arch_kwargs as _nnssl_arch_kwargs,
+    preset_name as _preset_name,
     read_checkpoint,
 )
 

@@ -1,4 +1,5 @@
-"""Import OpenMind/nnssl pre-trained checkpoints from the Hugging Face Hub for fine-tuning, in one call.
+"""Import OpenMind/nnssl pre-trained checkpoints from the Hugging Face Hub for fine-tuning, in one call
+(``python -m custom_nets import_nnssl``; the other direction is ``nnssl_export``).
 
 nnssl releases (e.g. the OpenMind models) publish ``checkpoint_final.pth`` and its ``adaptation_plan.json``.
 ``import_nnssl`` fetches both (or takes them from a local folder), puts the plan into the checkpoint when it is
@@ -17,8 +18,8 @@ from typing import Callable
 import torch
 
 from custom_nets.data.atomic import atomic_torch_save
-from custom_nets.nets.resenc import PRESETS
-from custom_nets.transfer import encoder_layout, read_checkpoint
+from custom_nets.transfer.layout import encoder_layout, preset_name
+from custom_nets.transfer.reading import read_checkpoint
 
 __all__ = ["CHECKPOINT_NAME", "PLAN_NAME", "import_nnssl"]
 
@@ -106,7 +107,7 @@ def import_nnssl(
         raise ValueError(f"neither {checkpoint_path} nor the source '{source}' has an adaptation plan ({plan_name}).")
     state, _ = read_checkpoint(checkpoint)  # raises for non-ResEnc architectures (Primus, SwinUNETR, ...)
     layout = encoder_layout(state, checkpoint["nnssl_adaptation_plan"].get("key_to_encoder") or "encoder.stages")
-    preset = next((n for n, p in PRESETS.items() if (tuple(p["features"]), tuple(p["blocks_per_stage"])) == layout), None)
+    preset = preset_name(*layout)
     output = Path(output)
     atomic_torch_save({"network_weights": checkpoint["network_weights"],
                        "nnssl_adaptation_plan": checkpoint["nnssl_adaptation_plan"]}, output)

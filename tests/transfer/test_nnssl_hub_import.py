@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from custom_nets.export.nnssl_hub import import_nnssl
+from custom_nets.transfer.nnssl_hub import import_nnssl
 from custom_nets.nets import resenc_unet
 from custom_nets.transfer import load_pretrained, nnssl_checkpoint, read_checkpoint
 
