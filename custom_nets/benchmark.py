@@ -4,11 +4,12 @@ backward, the data pipeline alone, and the whole bundle end to end.
 Step benchmark (``python -m custom_nets.benchmark ...``), rows measured in the same process so they compare:
 
 * ``s3d``: the pre-training bundle's own step (``bundles/s3d_pretrain/configs/train.yaml``): its ``network`` with
-  its settings, ``train#iteration`` (block mask, ``S3D(image, mask)``, masked MSE, backward, clip, SGD step),
+  its settings, ``train#iteration`` (the block-masking ``pretext``, ``S3D(image, mask)``, masked MSE, backward,
+  clip, SGD step),
   ``optimizer`` and ``loss`` inside its ``SupervisedTrainer`` (with the bundle's ``compile`` switch), fed
   synthetic patches already on the device (``benchmark_baselines.build_step``).
 * ``dense_dna``: the same bundle and trainer with nnU-Net's own ``ResidualEncoderUNet(**dna_kwargs(preset))`` in
-  place of S3D, a step without mask and a plain MSE (``benchmark_baselines.DENSE_ANCHOR``): same optimiser, clip,
+  place of S3D, a pretext without mask and a plain MSE (``benchmark_baselines.DENSE_ANCHOR``): same optimiser, clip,
   precision, memory format and compile settings, read from the same config. The anchor S3D must come close to
   (goal >= 0.9x).
 * ``loader``: patches/s of the bundle's ``train#dataloader`` (loading + augmentation at the benchmark's patch and
@@ -56,6 +57,7 @@ import numpy as np
 import torch
 
 from custom_nets.benchmark_baselines import DENSE_ANCHOR, build_step, step_parser, time_trainer
+from custom_nets.engine.iterations import network_inputs
 from custom_nets.memory import PRECISIONS
 
 __all__ = [
@@ -205,7 +207,7 @@ def count_train_step_flops(
 ) -> int:
     """Forward + backward FLOPs of one train step, counted on the ``meta`` device (no memory, no compute).
 
-    The network, mask generator and loss are the bundle's (``benchmark_baselines.step_parser``), built on
+    The network, pretext (S3D's block masking) and loss are the bundle's (``benchmark_baselines.step_parser``), built on
     ``meta``. Counts what ``FlopCounterMode`` counts (convolutions and matrix products, 2 FLOPs per
     multiply-add); elementwise work (norms, activations, optimiser) is left out, as usual for MFU. The count does
     not depend on the mask, the precision or the memory format.
@@ -231,13 +233,13 @@ def count_train_step_flops(
         model = parser.get_parsed_content("network_def")
         loss = parser.get_parsed_content("loss")
         image = torch.empty(batch_size, 1, *patch)
-        if name == DENSE_ANCHOR:
-            run = lambda: loss(model(image), {"input": image, "target": image})  # noqa: E731
-        else:
-            generator = parser.get_parsed_content("train#mask_generator")
-            n_blocks = int(np.prod(generator.grid_size(patch)))
-            mask = generator.mask_from_noise(torch.empty(batch_size, 1), torch.empty(batch_size, n_blocks), patch)
-            run = lambda: loss(model(image, mask), image, mask)  # noqa: E731
+        views = {"input": image, "target": image}
+        if name != DENSE_ANCHOR:  # S3D's block masking, from noise: a generator cannot draw on ``meta``
+            masks = parser.get_parsed_content("pretext").masks
+            n_blocks = int(np.prod(masks.grid_size(patch)))
+            views["mask"] = masks.mask_from_noise(torch.empty(batch_size, 1), torch.empty(batch_size, n_blocks), patch)
+        inputs = [views[k] for k in network_inputs(parser.get_parsed_content("pretext"))]
+        run = lambda: loss(model(*inputs), views)  # noqa: E731
         with FlopCounterMode(display=False) as counter:
             run().backward()
     return int(counter.get_total_flops())

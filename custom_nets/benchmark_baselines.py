@@ -4,13 +4,13 @@ Every row is one real train step of a bundle, as ``monai.bundle run`` would exec
 ``train#trainer`` (MONAI's ``SupervisedTrainer`` with the config's ``network``, ``optimizer``, ``loss``, step
 function and ``compile`` setting), with two things replaced: the data loader by synthetic patches already on the
 device, so the numbers measure the method, not the disk, and the handlers by none (no checkpoints, pictures or
-logs). Each baseline's pretext transform is also timed alone (``pretext ms``): it runs on the training device
-inside the step, and this column shows what it costs.
+logs). Each method's pretext transform is also timed alone (``pretext ms``; S3D's is its block masking): it runs
+on the training device inside the step, and this column shows what it costs.
 
 ``build_step`` is the one place such a step is built; ``custom_nets.benchmark`` uses it for its ``s3d`` row and
 for the dense anchor ``dense_dna``: nnU-Net's own ``ResidualEncoderUNet`` put into the S3D bundle in place of
 S3D (same optimiser, clipping, precision, memory format and compile settings, read from the same config), with
-a minimal step (``PretextIteration`` whose pretext hands the patch through unchanged) and a plain MSE.
+the bundle's step with a pretext that hands the patch through unchanged, and a plain MSE.
 
     python -m custom_nets.benchmark_baselines --device cuda --preset resenc_l --scale paper
     python -m custom_nets.benchmark_baselines --device cpu --preset tiny --scale tiny      # seconds, for a smoke run
@@ -34,6 +34,7 @@ from monai.bundle import ConfigParser
 
 __all__ = [
     "METHODS",
+    "method_files",
     "DENSE_ANCHOR",
     "TINY_SETTINGS",
     "Step",
@@ -49,36 +50,33 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINES = REPO_ROOT / "bundles" / "baselines" / "configs"
 S3D_TRAIN = REPO_ROOT / "bundles" / "s3d_pretrain" / "configs" / "train.yaml"
-METHODS = ("s3d", "dense_mae", "models_genesis", "volume_fusion", "amaes", "simclr", "voco", "swinunetr")
+
+
+def method_files(folder: Path = BASELINES) -> tuple[str, ...]:
+    """The baselines' method names: the config files in ``folder`` that set ``method`` (not ``scratch.yaml``, a
+    fine-tuning override), sorted. A new method file is benchmarked and tested without being listed anywhere."""
+    return tuple(sorted(p.stem for p in folder.glob("*.yaml") if ConfigParser.load_config_file(p).get("method")))
+
+
+METHODS = ("s3d",) + method_files()
 DENSE_ANCHOR = "dense_dna"
 
 # Settings that shrink each method to 32^3 patches and the tiny preset (1/8 bottleneck): a CPU step takes well under
 # a second. Views cut from the patch shrink with it (VoCo: a 2 x 2 x 1 grid of 16^3 base crops).
+# Methods whose views fit a 32^3 patch need no entry.
 TINY_SETTINGS = {
     "s3d": {"block_size": 8},
-    DENSE_ANCHOR: {},
     "dense_mae": {"block_size": 8},
-    "models_genesis": {},
-    "volume_fusion": {},
-    "amaes": {},
     "simclr": {"crop_size": [16, 16, 16]},
     "voco": {"voco_grid": [2, 2, 1], "crop_size": [16, 16, 16], "patch_size": [32, 32, 16]},
-    "swinunetr": {},
 }
 
-# The dense anchor in the S3D bundle: nnU-Net's network, a step without mask, an MSE over every voxel. Optimiser,
-# clipping (grad_clip_norm), precision (amp), memory format (channels_last) and compile stay the bundle's.
+# The dense anchor in the S3D bundle: nnU-Net's network, a pretext without mask, an MSE over every voxel. The step,
+# optimiser, clipping (grad_clip_norm), precision (amp), memory format (channels_last) and compile stay the bundle's.
 _DENSE_ANCHOR_OVERRIDES = {
     "network_def": {"_target_": "custom_nets.nets.dna_resenc_unet", "preset": "@network_preset"},
+    "pretext": {"_target_": "custom_nets.benchmark_baselines.ReconstructInput"},
     "loss": {"_target_": "custom_nets.losses.view_mse.ViewMSELoss"},
-    "train#iteration": {
-        "_target_": "custom_nets.engine.PretextIteration",
-        "pretext": {"_target_": "custom_nets.benchmark_baselines.ReconstructInput"},
-        "grad_clip_norm": "@grad_clip_norm",
-        "amp": "@amp",
-        "seed": "@seed",
-        "channels_last": "@channels_last",
-    },
 }
 
 
@@ -101,13 +99,14 @@ def synthetic_batches(
 
 
 def config_files(method: str) -> list[str]:
-    """The config files of ``method`` ("s3d" and the dense anchor are the S3D pre-training bundle)."""
+    """The config files of ``method``: the S3D pre-training bundle, then the baseline's method file ("s3d" and the
+    dense anchor have none)."""
     if method in ("s3d", DENSE_ANCHOR):
         return [str(S3D_TRAIN)]
     path = BASELINES / f"{method}.yaml"
     if not path.is_file():
         raise ValueError(f"no config for method '{method}' in {BASELINES}; choose from {list(METHODS)}.")
-    return [str(BASELINES / "common.yaml"), str(path)]
+    return [str(S3D_TRAIN), str(path)]
 
 
 def step_parser(
@@ -187,7 +186,7 @@ def build_step(
         }
     )
     trainer = parser.get_parsed_content("train#trainer")
-    iteration = parser.get_parsed_content("iteration" if parser.get("iteration") is not None else "train#iteration")
+    iteration = parser.get_parsed_content("train#iteration")
     image = trainer.data_loader[0]["image"]
     settings = {"patch_size": [int(s) for s in image.shape[2:]], "batch_size": int(image.shape[0])}
     return Step(trainer, iteration, image, settings, parser)

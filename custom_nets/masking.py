@@ -6,8 +6,8 @@ visible), where ``ratio`` is fixed or drawn per sample from U[low, high] (S3D's 
 with 16^3 blocks; 32^3 blocks align with ResEnc-L's 5^3 bottleneck at 160^3, the variant described in the
 paper's text).
 
-Masks are made on the batch's device from an explicit seed, so a run is reproducible and a resumed run draws
-the same masks as an uninterrupted one (the iteration function seeds with the global iteration).
+Masks are made on the batch's device from an explicit seed or generator, so a run is reproducible and a resumed
+run draws the same masks as an uninterrupted one (the train step seeds with the global iteration).
 """
 
 from __future__ import annotations
@@ -71,9 +71,19 @@ class BlockMaskGenerator:
         device = torch.device(device)
         gen = torch.Generator(device=device)
         gen.manual_seed(int(seed))
+        return self.draw(batch_size, spatial_size, gen)
+
+    def draw(self, batch_size: int, spatial_size: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+        """(B, 1, *spatial_size) float32 mask, 1 = visible, drawn from ``generator`` on its device.
+
+        What the pretext transforms use (``pretext.block_masking``, ``pretext.amaes``): the train step hands them a
+        generator seeded per (seed, iteration, rank), so no seed goes through the host. ``__call__(..., seed=s)``
+        is ``draw`` with a generator seeded with ``s``: the same masks.
+        """
+        device = generator.device
         n_blocks = math.prod(self.grid_size(spatial_size))
-        ratio = torch.rand(batch_size, 1, generator=gen, device=device)
-        noise = torch.rand(batch_size, n_blocks, generator=gen, device=device)
+        ratio = torch.rand(batch_size, 1, generator=generator, device=device)
+        noise = torch.rand(batch_size, n_blocks, generator=generator, device=device)
         return self.mask_from_noise(ratio, noise, spatial_size)
 
     def mask_from_noise(

@@ -75,7 +75,7 @@ def test_overrides_reach_the_network_the_step_and_the_trainer():
     weight = next(p for p in step.trainer.network.parameters() if p.ndim == 5)
     assert weight.is_contiguous(memory_format=torch.channels_last_3d)
     assert step.iteration.channels_last and step.iteration.amp is False
-    assert step.trainer.network.block_size == 4 and step.iteration.mask_generator.block_size == 4
+    assert step.trainer.network.block_size == 4 and step.iteration.pretext.masks.block_size == 4
     assert step.trainer.compile is False and step.trainer.data_loader[0]["image"] is step.image
 
 

@@ -11,12 +11,12 @@ from custom_nets.engine.handlers import (
     GradientClipping,
     PretextPreview,
     ProgressBar,
-    ReconstructionPreview,
     RunSummary,
+    StopAtMaxSteps,
     TensorBoardScalars,
     WriteJSON,
 )
-from custom_nets.engine.iterations import MaskedImageModelingIteration, PretextIteration, step_seed
+from custom_nets.engine.iterations import PretextIteration, network_inputs, step_seed
 from custom_nets.engine.data_stream import SeedDataStream, data_stream_seeds
 from custom_nets.engine.runtime import default_num_workers, seed_run
 from custom_nets.engine.throughput import THROUGHPUT_KEYS, Throughput
@@ -31,11 +31,10 @@ __all__ = [
     "ExportWeights",
     "GradientClipping",
     "ProgressBar",
-    "ReconstructionPreview",
     "RunSummary",
+    "StopAtMaxSteps",
     "TensorBoardScalars",
     "WriteJSON",
-    "MaskedImageModelingIteration",
     "PretextIteration",
     "PretextPreview",
     "SCHEDULES",
@@ -45,6 +44,7 @@ __all__ = [
     "build_schedule",
     "default_schedule",
     "set_trainable",
+    "network_inputs",
     "step_seed",
     "SeedDataStream",
     "data_stream_seeds",

@@ -1,4 +1,5 @@
-"""Ignite handlers for pre-training runs: progress bar, learning-rate curve, reconstruction pictures, weight export.
+"""Ignite handlers for pre-training runs: progress bar, learning-rate curve, pictures of the views, weight export,
+run length.
 
 Each has ``attach(engine)`` so bundle configs list them in ``train#handlers`` next to MONAI's own handlers.
 Everything that writes files is a no-op on DDP ranks other than 0.
@@ -19,10 +20,16 @@ from custom_nets.data.atomic import atomic_torch_save, atomic_write_text
 from custom_nets.errors import ConfigError
 from custom_nets.nets.wrappers import unwrap
 from custom_nets.distributed import is_main_process
+from custom_nets.engine.iterations import network_inputs
 from custom_nets.engine.previews import PANELS, preview_grid, pretext_grid, save_png
 from custom_nets.engine.throughput import THROUGHPUT_KEYS
 
-__all__ = ["WriteJSON", "GradientClipping", "ProgressBar", "TensorBoardScalars", "ReconstructionPreview", "ExportWeights", "RunSummary"]
+__all__ = [
+    "WriteJSON", "GradientClipping", "ProgressBar", "TensorBoardScalars", "PretextPreview", "ExportWeights", "RunSummary",
+    "StopAtMaxSteps",
+]
+
+MASK = "mask"
 
 logger = logging.getLogger(__name__)
 
@@ -184,48 +191,28 @@ class _PeriodicPicture:
         return path
 
 
-class ReconstructionPreview(_PeriodicPicture):
-    """Every ``interval`` iterations, save a PNG (and a TensorBoard image) of the first sample's reconstruction.
-
-    Columns: input / masked input / reconstruction / target (see ``previews.preview_grid``); rows: axial,
-    coronal, sagittal central slices. Files: ``<output_dir>/reconstruction_iter<N>.png``.
-
-    Args:
-        output_dir: folder for the PNG files.
-        interval: iterations between pictures. Defaults to 1000.
-        summary_writer: optional TensorBoard writer; the picture goes under the tag "reconstruction".
-        keys: (image, mask, prediction) keys of ``engine.state.output``.
-    """
-
-    def __init__(
-        self,
-        output_dir: str | os.PathLike,
-        interval: int = 1000,
-        summary_writer=None,
-        keys: tuple[str, str, str] = ("image", "mask", "pred"),
-    ) -> None:
-        super().__init__(output_dir, interval, summary_writer, tag="reconstruction")
-        self.keys = keys
-
-    def picture(self, output: dict) -> tuple[np.ndarray, list[str]]:
-        image, mask, pred = (output[k] for k in self.keys)
-        pred = pred[0] if isinstance(pred, (list, tuple)) else pred
-        return preview_grid(image[0], mask[0], pred[0]), list(PANELS)
-
-
 class PretextPreview(_PeriodicPicture):
-    """Every ``interval`` iterations, save a PNG (and a TensorBoard image) of the first sample of a pretext task.
+    """Every ``interval`` iterations, save a PNG (and a TensorBoard image) of the first sample of any pre-training
+    method's views; rows are the axial, coronal and sagittal central slices.
 
-    Columns: network input / output / target, where the output and target are volumes of the input's size
-    (``previews.pretext_grid``); contrastive methods show their input views only. A dict output is shown
-    through its ``output_key`` entry. Files: ``<output_dir>/pretext_iter<N>.png``.
+    - Masked-image modelling, where the network takes the mask as an input (S3D, the dense MAE): columns input /
+      masked input / reconstruction / target on masked voxels (``previews.preview_grid``), files
+      ``<output_dir>/reconstruction_iter<N>.png``.
+    - Every other pretext: network input / output / target, where the output and target are volumes of the input's
+      size (``previews.pretext_grid``; contrastive methods show their input views only), files
+      ``<output_dir>/pretext_iter<N>.png``.
+
+    A dict output is shown through its ``output_key`` entry.
 
     Args:
         output_dir: folder for the PNG files.
         interval: iterations between pictures. Defaults to 1000.
-        summary_writer: optional TensorBoard writer; the picture goes under the tag "pretext".
+        summary_writer: optional TensorBoard writer; the picture goes under the file's tag.
+        pretext: the run's pretext transform; its ``network_inputs`` say whether the network takes a mask.
+            Defaults to None (one network input).
         output_key: entry of a dict output to show (e.g. "reconstruction"). Defaults to "reconstruction".
         target_key: entry of ``engine.state.output`` holding the target. Defaults to "target".
+        tag: file-name prefix and TensorBoard tag. Defaults to None: "reconstruction" or "pretext" as above.
     """
 
     def __init__(
@@ -233,10 +220,15 @@ class PretextPreview(_PeriodicPicture):
         output_dir: str | os.PathLike,
         interval: int = 1000,
         summary_writer=None,
+        pretext=None,
         output_key: str = "reconstruction",
         target_key: str = "target",
+        tag: str | None = None,
     ) -> None:
-        super().__init__(output_dir, interval, summary_writer, tag="pretext")
+        self.masked_input = MASK in network_inputs(pretext)
+        if tag is None:
+            tag = "reconstruction" if self.masked_input else "pretext"
+        super().__init__(output_dir, interval, summary_writer, tag=tag)
         self.output_key = output_key
         self.target_key = target_key
 
@@ -245,6 +237,8 @@ class PretextPreview(_PeriodicPicture):
         if isinstance(pred, dict):
             pred = pred.get(self.output_key)
         pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+        if self.masked_input:
+            return preview_grid(output["input"][0], output[MASK][0], pred[0]), list(PANELS)
 
         def first(t):
             return t[0] if isinstance(t, torch.Tensor) and t.ndim >= 4 else None
@@ -326,3 +320,45 @@ class RunSummary:
         if "tensorboard" in self.paths:
             lines.append(f"  view curves with: tensorboard --logdir {self.paths['tensorboard']}")
         logger.info("\n".join(lines))
+
+
+class StopAtMaxSteps:
+    """End training after exactly ``max_steps`` iterations, also in the middle of an epoch.
+
+    Ignite counts whole epochs of ``epoch_length`` iterations. The pre-training bundles run
+    ``ceil(max_steps / iterations_per_epoch)`` epochs (``config.epochs_for``) and this handler ends the last one at
+    iteration ``max_steps`` (``engine.terminate_epoch``: the last epoch is shorter, ``EPOCH_COMPLETED`` and
+    ``COMPLETED`` fire as usual, so the final checkpoint, weights and pictures are written). When ``max_steps`` is a
+    whole number of epochs it does nothing: Ignite stops there on its own.
+
+    A resumed run that already reached ``max_steps`` ends before its first iteration; one resumed beyond it (a
+    lower ``--max_steps`` than the run was started with) stops with a message.
+
+    Args:
+        max_steps: iterations of the whole run (not of this start).
+    """
+
+    def __init__(self, max_steps: int) -> None:
+        if int(max_steps) < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {max_steps}: set --max_steps to a number of iterations.")
+        self.max_steps = int(max_steps)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self.check_start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.stop_when_done)
+
+    def check_start(self, engine: Engine) -> None:
+        """At an epoch start (after ``ResumableCheckpoint`` restored the iteration): end a finished run at once."""
+        iteration = engine.state.iteration
+        if iteration > self.max_steps:
+            raise ConfigError(
+                f"the run resumed at iteration {iteration}, beyond max_steps={self.max_steps}: set --max_steps "
+                f"{iteration} or more, or start in a new output_dir."
+            )
+        if iteration == self.max_steps:
+            engine.terminate()
+
+    def stop_when_done(self, engine: Engine) -> None:
+        state = engine.state
+        if state.iteration >= self.max_steps and state.iteration < state.epoch_length * state.max_epochs:
+            engine.terminate_epoch()

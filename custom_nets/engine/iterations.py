@@ -1,18 +1,16 @@
-"""Train-step functions plugged into ``monai.engines.SupervisedTrainer(iteration_update=...)``.
+"""The train step of every pre-training method, plugged into ``monai.engines.SupervisedTrainer(iteration_update=...)``.
 
 MONAI's default step computes ``loss(pred, label)``; self-supervised steps need something drawn per step (a
 mask, augmented views) that reaches both the network and the loss, so the step is replaced, not the trainer.
-Both steps fire the same ``IterationEvents`` in the same order as MONAI's, so every MONAI/Ignite handler works
-unchanged.
-
-- ``MaskedImageModelingIteration``: S3D and dense MAE, ``network(image, mask)`` and a masked loss.
-- ``PretextIteration``: every other pretext task (baselines): a pretext transform turns the batch into views
-  on the device, ``network(views["input"])``, ``loss(outputs, views)``.
+``PretextIteration`` fires the same ``IterationEvents`` in the same order as MONAI's, so every MONAI/Ignite
+handler works unchanged. S3D, the dense MAE and every baseline run through it; what makes a method is its
+pretext transform (``custom_nets.pretext``), its network and its loss.
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Sequence
 
 import torch
 from monai.data import MetaTensor
@@ -20,12 +18,12 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 
 from custom_nets.distributed import rank_and_world
-from custom_nets.masking import BlockMaskGenerator
 
-__all__ = ["MaskedImageModelingIteration", "PretextIteration", "step_seed"]
+__all__ = ["PretextIteration", "network_inputs", "step_seed"]
 
-MASK = "mask"
-ANONYMIZATION_MASK = "anonymization_mask"
+INPUT = "input"
+# Batch entries that reach the loss as views when the loader provides them: S3D's anonymisation masks (OpenMind).
+BATCH_VIEWS = ("anonymization_mask",)
 
 
 def _plain(data) -> torch.Tensor:
@@ -93,90 +91,52 @@ class _TrainStep:
         return tensor
 
 
-class MaskedImageModelingIteration(_TrainStep):
-    """One S3D / MAE train step: draw a mask, reconstruct, masked loss, backward, clip, optimiser step.
+def network_inputs(pretext) -> tuple[str, ...]:
+    """The views a pretext hands to the network, in order: its ``network_inputs`` attribute, else ``("input",)``.
 
-    The network is called through ``engine.inferer`` as ``network(image, mask)``; the loss as
-    ``loss_function(pred, image, mask, anonymization_mask)``. ``engine.state.output`` holds ``image``, ``mask``,
-    ``pred`` (detached after backward) and ``loss`` for handlers (TensorBoard, previews).
-
-    Args:
-        mask_generator: draws (B, 1, *spatial) masks, 1 = visible.
-        image_key: batch key of the (B, C, *spatial) patches. Defaults to "image".
-        grad_clip_norm: clip the global gradient norm to this value (the paper uses 12); None disables.
-        amp: run forward and loss under bf16 autocast when the device is a GPU (ignored on CPU).
-        seed: base seed for the masks; combined with the global iteration and the DDP rank.
-        channels_last: hand the patches to the network in ``torch.channels_last_3d`` memory format (use with a
-            network converted to that format). Defaults to False.
+    S3D's block masking declares ``("input", "mask")`` (``network(image, mask)``); every other pretext of this
+    project feeds the network one tensor. A new method whose network takes more inputs declares them the same way.
     """
-
-    def __init__(
-        self,
-        mask_generator: BlockMaskGenerator,
-        image_key: str = Keys.IMAGE,
-        grad_clip_norm: float | None = 12.0,
-        amp: bool = True,
-        seed: int = 0,
-        channels_last: bool = False,
-    ) -> None:
-        super().__init__(image_key, grad_clip_norm, amp, seed, channels_last)
-        self.mask_generator = mask_generator
-
-    def __call__(self, engine, batchdata: dict) -> dict:
-        image = self._patches(engine, batchdata)
-        device = image.device
-        anonymization = batchdata.get(ANONYMIZATION_MASK)
-        if anonymization is not None:
-            anonymization = _plain(anonymization).to(device, non_blocking=engine.non_blocking)
-        rank, world = rank_and_world()
-        mask = self.mask_generator(
-            image.shape[0], image.shape[2:], device, seed=step_seed(self.seed, engine.state.iteration, rank, world)
+    names = tuple(getattr(pretext, "network_inputs", (INPUT,)))
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"{type(pretext).__name__}.network_inputs must name the views the network takes, e.g. ('input', 'mask'), "
+            f"got {names!r}."
         )
-        image = self._memory_format(image)
-        engine.state.output = {Keys.IMAGE: image, MASK: mask}
-        engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=True)
-        with self._autocast(device):
-            pred = engine.inferer(image, engine.network, mask)
-            engine.state.output[Keys.PRED] = pred
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            loss = engine.loss_function(pred, image, mask, anonymization)
-            engine.state.output[Keys.LOSS] = loss
-            engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        _backward_and_step(engine, loss, self.grad_clip_norm)
-        engine.state.output[Keys.PRED] = pred.detach()
-        engine.state.output[Keys.LOSS] = loss.detach()
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        return engine.state.output
+    return names
 
 
 class PretextIteration(_TrainStep):
-    """One train step of a pretext task: views on the device, forward, loss, backward, clip, optimiser step.
+    """One train step of any pre-training method: views on the device, forward, loss, backward, clip, step.
 
     Per iteration::
 
         image = batch["image"]                                   # (B, C, *spatial) patches from the loader
         generator = torch.Generator(device).manual_seed(step_seed(seed, iteration, rank, world_size))
         views = pretext(image, generator)                        # dict[str, Tensor] with at least "input"
-        outputs = network(views["input"])                        # Tensor or dict[str, Tensor]
+        views.update(anonymization_mask=batch[...])              # when the loader provides it (``batch_views``)
+        outputs = network(*[views[k] for k in pretext.network_inputs])   # default ("input",); S3D: input, mask
         loss = loss_function(outputs, views)                     # scalar
 
-    The pretext transform runs on the training device inside the step, so per-voxel work (intensity curves,
-    pixel shuffles, fusing volumes, cutting crops) is done by the GPU and no method is slower than S3D because
-    of its data pipeline. Its randomness comes only from ``generator``, seeded by (seed, global iteration,
-    rank): a resumed run draws the same views as an uninterrupted one.
+    The pretext transform runs on the training device inside the step, so per-voxel work (block masks, intensity
+    curves, pixel shuffles, fusing volumes, cutting crops) is done by the GPU and no method is slower than S3D
+    because of its data pipeline. Its randomness comes only from ``generator``, seeded by (seed, global iteration,
+    rank): a resumed run draws the same masks and views as an uninterrupted one.
 
-    ``engine.state.output`` holds ``image`` (the loader's patches), ``input`` (the network input), ``pred`` (the
-    network output, detached after backward), the pretext's other views (targets) and ``loss``, so handlers
-    (TensorBoard, previews) can read them.
+    ``engine.state.output`` holds ``image`` (the loader's patches), every view (``input``, ``mask``, targets),
+    ``pred`` (the network output, detached after backward) and ``loss``, so handlers (TensorBoard, previews) can
+    read them.
 
     Args:
-        pretext: callable ``(image, generator) -> dict[str, Tensor]`` (``custom_nets.pretext``).
+        pretext: callable ``(image, generator) -> dict[str, Tensor]`` (``custom_nets.pretext``), optionally with a
+            ``network_inputs`` attribute (see ``network_inputs``).
         image_key: batch key of the (B, C, *spatial) patches. Defaults to "image".
         grad_clip_norm: clip the global gradient norm to this value (12 as for S3D); None disables.
         amp: bf16 autocast on a GPU (ignored on CPU). Defaults to True.
         seed: base seed of the views; combined with the global iteration and the DDP rank. Defaults to 0.
-        channels_last: hand the network input in ``torch.channels_last_3d`` memory format. Defaults to False.
+        channels_last: hand the first network input in ``torch.channels_last_3d`` memory format. Defaults to False.
+        batch_views: batch keys copied into the views when present (moved to the device). Defaults to
+            ``("anonymization_mask",)``.
     """
 
     def __init__(
@@ -187,11 +147,14 @@ class PretextIteration(_TrainStep):
         amp: bool = True,
         seed: int = 0,
         channels_last: bool = False,
+        batch_views: Sequence[str] = BATCH_VIEWS,
     ) -> None:
         if not callable(pretext):
             raise ValueError(f"pretext must be a callable (image, generator) -> dict, got {type(pretext).__name__}.")
         super().__init__(image_key, grad_clip_norm, amp, seed, channels_last)
         self.pretext = pretext
+        self.network_inputs = network_inputs(pretext)
+        self.batch_views = tuple(batch_views)
 
     def views(self, image: torch.Tensor, iteration: int) -> dict[str, torch.Tensor]:
         """The pretext views of ``image`` at global ``iteration`` (seeded as in training)."""
@@ -199,10 +162,12 @@ class PretextIteration(_TrainStep):
         generator = torch.Generator(device=image.device)
         generator.manual_seed(step_seed(self.seed, iteration, rank, world))
         views = self.pretext(image, generator)
-        if not isinstance(views, dict) or "input" not in views:
+        missing = [k for k in self.network_inputs if not isinstance(views, dict) or k not in views]
+        if missing:
             raise ValueError(
-                f"the pretext transform {type(self.pretext).__name__} must return a dict with the key 'input', "
-                f"got {type(views).__name__}{' with keys ' + str(sorted(views)) if isinstance(views, dict) else ''}."
+                f"the pretext transform {type(self.pretext).__name__} must return a dict with the key(s) "
+                f"{', '.join(repr(k) for k in missing)} (network_inputs {list(self.network_inputs)}), got "
+                f"{type(views).__name__}{' with keys ' + str(sorted(views)) if isinstance(views, dict) else ''}."
             )
         return views
 
@@ -210,12 +175,16 @@ class PretextIteration(_TrainStep):
         image = self._patches(engine, batchdata)
         with torch.no_grad():
             views = self.views(image, engine.state.iteration)
-        network_input = self._memory_format(views["input"])
+        for key in self.batch_views:
+            if batchdata.get(key) is not None and key not in views:
+                views[key] = _plain(batchdata[key]).to(image.device, non_blocking=engine.non_blocking)
+        first, *others = (views[k] for k in self.network_inputs)
+        first = self._memory_format(first)
         engine.state.output = {Keys.IMAGE: image, **views}
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         with self._autocast(image.device):
-            outputs = engine.inferer(network_input, engine.network)
+            outputs = engine.inferer(first, engine.network, *others)
             engine.state.output[Keys.PRED] = outputs
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             loss = engine.loss_function(outputs, views)

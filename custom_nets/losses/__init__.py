@@ -1,8 +1,9 @@
 """Pre-training losses, one per module; each is called as the bundles' ``loss_function``.
 
-``MaskedMSELoss`` (S3D, dense MAE) takes ``(pred, image, mask, anonymization_mask)``; the baselines' losses take
-``(outputs, views)`` from ``custom_nets.engine.PretextIteration``. ``deep_supervision_weights`` are nnU-Net's
-weights for MONAI's ``DeepSupervisionLoss`` in fine-tuning.
+Every pre-training loss takes ``(outputs, views)`` from ``custom_nets.engine.PretextIteration``; S3D and the
+dense MAE use ``ViewMSELoss(mask_key="mask")``, which applies ``MaskedMSELoss(pred, image, mask,
+anonymization_mask)``. ``deep_supervision_weights`` are nnU-Net's weights for MONAI's ``DeepSupervisionLoss`` in
+fine-tuning.
 """
 
 from custom_nets.losses.deep_supervision import deep_supervision_weights

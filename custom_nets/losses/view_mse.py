@@ -13,12 +13,12 @@ __all__ = ["ViewMSELoss"]
 class ViewMSELoss(nn.Module):
     """Mean squared error between the network output and a target carried in the views.
 
-    Two uses in the baselines:
+    - S3D and the dense MAE (``pretext.block_masking``) and AMAES (Munk et al., arXiv 2408.00640) are masked
+      autoencoders: only masked voxels count (``mask_key="mask"``, 1 = visible), delegated to ``MaskedMSELoss``
+      so the average is over all masked voxels of the batch; voxels marked in ``views[anonymization_key]`` (when
+      the loader provides OpenMind's anonymisation masks) do not count either.
     - Models Genesis (Zhou et al., arXiv 1908.06912) restores the whole patch: every voxel counts
       (``mask_key=None``), ``mean((outputs - views["target"])^2)``.
-    - AMAES (Munk et al., arXiv 2408.00640) is a masked autoencoder: only masked voxels count
-      (``mask_key="mask"``, 1 = visible), delegated to ``MaskedMSELoss`` so the average is over all masked voxels
-      of the batch, as for S3D and the dense MAE.
 
     The error is computed in float32.
 
@@ -26,14 +26,19 @@ class ViewMSELoss(nn.Module):
         target_key: views entry with the (B, C, *spatial) target. Defaults to "target".
         mask_key: views entry with a (B, 1, *spatial) mask, 1 = visible (not counted), or None to count every
             voxel. Defaults to None.
+        anonymization_key: views entry with a (B, 1, *spatial) mask, 1 = anonymised voxel (not counted), used with
+            ``mask_key`` when present. Defaults to "anonymization_mask".
 
     Call: ``loss(outputs, views)`` with ``outputs`` (B, C, *spatial); returns a scalar.
     """
 
-    def __init__(self, target_key: str = "target", mask_key: str | None = None) -> None:
+    def __init__(
+        self, target_key: str = "target", mask_key: str | None = None, anonymization_key: str = "anonymization_mask"
+    ) -> None:
         super().__init__()
         self.target_key = target_key
         self.mask_key = mask_key
+        self.anonymization_key = anonymization_key
         self.masked = MaskedMSELoss()
 
     def forward(self, outputs: torch.Tensor, views: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -45,4 +50,4 @@ class ViewMSELoss(nn.Module):
             )
         if self.mask_key is None:
             return (outputs.float() - target.float()).square().mean()
-        return self.masked(outputs, target, views[self.mask_key])
+        return self.masked(outputs, target, views[self.mask_key], views.get(self.anonymization_key))

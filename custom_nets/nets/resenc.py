@@ -20,9 +20,13 @@ import torch
 from monai.networks.layers.factories import Conv
 from torch import nn
 
+from custom_nets.errors import ConfigError
 from custom_nets.nets.blocks import ConvStack, ResidualStage
 
-__all__ = ["PRESETS", "ResidualEncoder", "UNetDecoder", "ResEncUNet", "resenc_unet", "dna_kwargs"]
+__all__ = [
+    "PRESETS", "ResidualEncoder", "UNetDecoder", "ResEncUNet", "resenc_unet", "dna_kwargs", "smallest_patch_size",
+    "check_patch_size", "check_network_input",
+]
 
 # Size presets are data. "resenc_l" is the paper's backbone (102.35 M parameters at 1 in / 1 out); the small
 # ones keep the same topology rules so tests and the demo exercise the same code paths on a CPU.
@@ -245,6 +249,60 @@ def resenc_unet(preset: str = "resenc_l", **overrides: Any) -> ResEncUNet:
     if preset not in PRESETS:
         raise ValueError(f"unknown network preset '{preset}'; choose one of {sorted(PRESETS)}.")
     return ResEncUNet(**{**PRESETS[preset], **overrides})
+
+
+def _preset_divisor(preset: str) -> int:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown network preset '{preset}'; choose one of {sorted(PRESETS)}.")
+    return math.prod(PRESETS[preset]["strides"])
+
+
+def smallest_patch_size(preset: str) -> int:
+    """Edge of the smallest cube a preset trains on: twice its total downsampling (64 for resenc_l and demo).
+
+    Every spatial size must be a multiple of the downsampling (``ResEncUNet.divisor``), and the bottleneck needs
+    more than one voxel: instance norm in training has nothing to normalise over a single voxel.
+    """
+    return 2 * _preset_divisor(preset)
+
+
+def check_patch_size(preset: str, patch_size: Sequence[int], key: str = "patch_size") -> tuple[int, ...]:
+    """Refuse, when a config is read, a patch the preset's network cannot train on; return it as a tuple.
+
+    Valid: every size a positive multiple of the preset's total downsampling, and more than one bottleneck voxel
+    (``smallest_patch_size``). Without this check a wrong size fails deep inside the network at the first step.
+
+    Args:
+        preset: network preset of ``PRESETS``.
+        patch_size: spatial size of one network input, e.g. [160, 160, 160].
+        key: the config key named in the message. Defaults to "patch_size".
+
+    Raises:
+        ConfigError (a ValueError) naming the smallest valid size and the nearest valid one.
+    """
+    divisor = _preset_divisor(preset)
+    sizes = tuple(int(s) for s in patch_size)
+    fitted = [max(divisor, -(-s // divisor) * divisor) for s in sizes]
+    if all(f == s for f, s in zip(fitted, sizes)) and math.prod(s // divisor for s in sizes) > 1:
+        return sizes
+    if math.prod(f // divisor for f in fitted) == 1:
+        fitted[0] = 2 * divisor
+    smallest = smallest_patch_size(preset)
+    raise ConfigError(
+        f"{key} {list(sizes)} does not fit network preset '{preset}': every size must be a multiple of {divisor} "
+        f"(its total downsampling) with more than one voxel left at the bottleneck; the smallest valid cube is "
+        f"{smallest}^3. Set --{key} \"[{','.join(str(f) for f in fitted)}]\" (the nearest valid size) or larger."
+    )
+
+
+def check_network_input(
+    preset: str, patch_size: Sequence[int], crop_size: Sequence[int] | None = None
+) -> tuple[int, ...]:
+    """``check_patch_size`` of what the network sees per sample: the crop when the method cuts crops from each
+    patch (SimCLR, VoCo: ``crop_size``), else the patch. The pre-training bundles call it in ``initialize``."""
+    if crop_size is not None:
+        return check_patch_size(preset, crop_size, key="crop_size")
+    return check_patch_size(preset, patch_size)
 
 
 def dna_kwargs(preset: str = "resenc_l", in_channels: int = 1, num_classes: int = 1, deep_supervision: bool = False) -> dict:

@@ -17,8 +17,6 @@ instead of an independent draw per block; the expected fraction is the same. Mas
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from custom_nets.masking import BlockMaskGenerator
@@ -50,11 +48,7 @@ class AMAESViews:
 
     def mask(self, batch_size: int, spatial_size: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
         """(B, 1, *spatial) block mask drawn from ``generator`` (no seed round trip through the host)."""
-        device = generator.device
-        n_blocks = math.prod(self.masks.grid_size(spatial_size))
-        ratio_noise = torch.rand(batch_size, 1, generator=generator, device=device)
-        block_noise = torch.rand(batch_size, n_blocks, generator=generator, device=device)
-        return self.masks.mask_from_noise(ratio_noise, block_noise, spatial_size)
+        return self.masks.draw(batch_size, spatial_size, generator)
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         if image.ndim < 3:

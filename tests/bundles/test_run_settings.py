@@ -20,12 +20,12 @@ BASELINES = ROOT / "bundles" / "baselines" / "configs"
 TRAINING = {
     "s3d_pretrain": [PRETRAIN / "train.yaml"],
     "s3d_finetune": [FINETUNE / "train.yaml"],
-    "baselines": [BASELINES / "common.yaml", BASELINES / "dense_mae.yaml"],
+    "baselines": [PRETRAIN / "train.yaml", BASELINES / "dense_mae.yaml"],
 }
 MULTI_GPU = {
     "s3d_pretrain": PRETRAIN / "multi_gpu_train.yaml",
     "s3d_finetune": FINETUNE / "multi_gpu_train.yaml",
-    "baselines": BASELINES / "multi_gpu_train.yaml",
+    "baselines": PRETRAIN / "multi_gpu_train.yaml",
 }
 INFERENCE = {
     "s3d_finetune_inference": FINETUNE / "inference.yaml",

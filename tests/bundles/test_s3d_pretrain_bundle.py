@@ -275,3 +275,30 @@ def test_patch_is_rotated_and_scaled_from_image_context_bilinear_by_default_cubi
         assert spatial.modes == modes and list(spatial.keys) == ["image", "anonymization_mask"][: len(modes)]
         assert (spatial.prob_rotation, spatial.rotation_range, spatial.prob_scaling, spatial.scale_range) == (
             0.2, 0.5236, 0.2, (0.7, 1.4))
+
+
+def test_any_max_steps_works_with_the_demo_epoch_length(tiny_overrides):
+    """--max_steps 3 on the demo (40 iterations per epoch): one short epoch, the poly schedule and the final
+    checkpoint end at iteration 3."""
+    overrides = {k: v for k, v in tiny_overrides.items() if k != "iterations_per_epoch"}
+    overrides["max_steps"] = 3
+    wf = _workflow(overrides, (TRAIN, str(PRETRAIN_CONFIGS / "demo.yaml")))
+    trainer, lrs = wf.parser.get_parsed_content("train#trainer"), []
+    _record_lr(trainer, lrs)
+    wf.run()
+    wf.finalize()
+    assert wf.parser.get_parsed_content("iterations_per_epoch") == 40 and trainer.state.epoch == 1
+    assert [i for i, _ in lrs] == [1, 2, 3] and trainer.state.iteration == 3
+    assert [lr for _, lr in lrs] == pytest.approx([1e-2 * (1 - k / 3) ** 0.9 for k in range(3)], rel=1e-6)
+    out = Path(overrides["output_dir"])
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == [
+        "checkpoint_iter000000002.pt",
+        "checkpoint_iter000000003.pt",
+    ]
+    assert sorted(p.name for p in (out / "previews").glob("*.png")) == [
+        "reconstruction_iter000000002.png",
+        "reconstruction_iter000000003.png",
+    ]
+    saved = torch.load(out / "checkpoints" / "checkpoint_iter000000003.pt", weights_only=True)["trainer"]
+    assert saved["iteration"] == 3 and saved["max_epochs"] == 1 and saved["epoch_length"] == 40
+    resenc_unet("tiny").load_state_dict(torch.load(out / "models" / "model.pt", weights_only=True), strict=True)

@@ -261,7 +261,7 @@ def test_read_only_folder_is_refused(tmp_path):
 @pytest.mark.parametrize("configs", [
     ["s3d_pretrain/configs/train.yaml"],
     ["s3d_finetune/configs/train.yaml"],
-    ["baselines/configs/common.yaml", "baselines/configs/dense_mae.yaml"],
+    ["s3d_pretrain/configs/train.yaml", "baselines/configs/dense_mae.yaml"],
 ])
 def test_bundles_refuse_an_unwritable_output_folder_before_any_work(configs, tmp_path, monkeypatch):
     _deny_writing(monkeypatch)

@@ -53,7 +53,8 @@ def test_openmind_folder_pretrains_and_the_loss_gets_its_anonymization_masks(tmp
     workflow.initialize()
     seen = []
     loss = workflow.parser.get_parsed_content("loss")
-    loss.register_forward_pre_hook(lambda module, args: seen.append(args[3]))
+    # the loss is called as loss(outputs, views): the anonymisation mask travels in the views
+    loss.register_forward_pre_hook(lambda module, args: seen.append(args[1].get("anonymization_mask")))
     workflow.run()
     workflow.finalize()
 

@@ -85,10 +85,11 @@ def test_typo_in_command_line_override_is_reported_with_a_suggestion():
     check_overrides(["pytest", "--max_step", "1"])  # not the bundle runner: nothing to check
 
 
-def test_max_steps_must_fill_whole_epochs():
+def test_any_max_steps_gives_enough_epochs_and_a_bad_budget_names_the_settings():
     assert epochs_for(250_000, 250) == 1000
-    with pytest.raises(ValueError, match="--max_steps 250 or 500"):
-        epochs_for(260, 250)
+    assert epochs_for(260, 250) == 2 and epochs_for(4, 40) == 1  # the last epoch is cut short by StopAtMaxSteps
+    with pytest.raises(ValueError, match="max_steps and iterations_per_epoch must be >= 1, got 0 and 250"):
+        epochs_for(0, 250)
 
 
 def test_pretext_preview_shows_class_outputs_as_argmax_and_skips_embeddings():
@@ -113,22 +114,23 @@ def test_pretext_preview_shows_class_outputs_as_argmax_and_skips_embeddings():
 def test_pictures_every_interval_and_once_more_at_the_end(tmp_path):
     from ignite.engine import Engine, Events
 
-    from custom_nets.engine import ReconstructionPreview
+    from custom_nets.engine import PretextPreview
+    from custom_nets.pretext.block_masking import BlockMasking
 
     image = torch.rand(1, 1, 8, 8, 8)
 
     def step(engine, batch):
-        return {"image": image, "mask": torch.ones_like(image), "pred": image}
+        return {"image": image, "input": image, "mask": torch.ones_like(image), "pred": image}
 
     engine = Engine(step)
-    ReconstructionPreview(tmp_path, interval=2).attach(engine)
+    PretextPreview(tmp_path, interval=2, pretext=BlockMasking()).attach(engine)
     engine.run([0] * 5, max_epochs=1)
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
         f"reconstruction_iter00000000{i}.png" for i in (2, 4, 5)
     ]
     again = tmp_path / "again"
     engine = Engine(step)
-    ReconstructionPreview(again, interval=2).attach(engine)
+    PretextPreview(again, interval=2, pretext=BlockMasking()).attach(engine)
     engine.run([0] * 4, max_epochs=1)  # ends on a picture: no duplicate
     assert len(list(again.glob("*.png"))) == 2
 
@@ -195,3 +197,23 @@ def test_no_readable_checkpoint_names_the_folder_and_the_fix(tmp_path):
     with pytest.raises(ValueError, match="none of the 1 checkpoints .* can be read .*another output_dir"):
         engine.run([0], max_epochs=1)
     assert (tmp_path / "checkpoint_iter000000005.pt.unreadable").is_file()
+
+
+def test_one_preview_handler_names_and_lays_out_pictures_by_what_the_network_takes(tmp_path):
+    from ignite.engine import Engine
+
+    from custom_nets.engine import PretextPreview
+    from custom_nets.engine.previews import PANELS
+    from custom_nets.pretext.block_masking import BlockMasking
+
+    image = torch.rand(1, 1, 8, 8, 8)
+    output = {"image": image, "input": image, "mask": torch.ones_like(image), "target": image, "pred": image}
+    masked = PretextPreview(tmp_path / "mim", interval=1, pretext=BlockMasking())
+    plain = PretextPreview(tmp_path / "pretext", interval=1)  # one network input, e.g. Models Genesis
+    assert (masked.tag, plain.tag) == ("reconstruction", "pretext")
+    assert masked.picture(output)[1] == list(PANELS)
+    assert plain.picture(output)[1] == ["network input", "output", "target"]
+    engine = Engine(lambda e, b: output)
+    plain.attach(engine)
+    engine.run([0], max_epochs=1)
+    assert [p.name for p in (tmp_path / "pretext").glob("*.png")] == ["pretext_iter000000001.png"]

@@ -107,3 +107,45 @@ def test_bad_pretext_is_reported():
         PretextIteration(pretext=3)
     with pytest.raises(ValueError, match="'input'"):
         PretextIteration(lambda image, generator: {"x": image}).views(torch.zeros(1, 1, 2, 2, 2), 1)
+
+
+def test_s3d_through_the_step_equals_the_former_masked_image_modelling_step():
+    """Block masking as a pretext: network(image, mask) and the masked MSE without anonymised voxels, with the masks
+    of BlockMaskGenerator seeded by step_seed, exactly as the former S3D-only step computed them."""
+    from custom_nets.engine import step_seed
+    from custom_nets.losses import MaskedMSELoss
+    from custom_nets.losses.view_mse import ViewMSELoss
+    from custom_nets.masking import BlockMaskGenerator
+    from custom_nets.nets import S3D, resenc_unet
+    from custom_nets.pretext.block_masking import BlockMasking
+
+    torch.manual_seed(0)
+    network = S3D(resenc_unet("tiny", in_channels=1, num_classes=1), block_size=8)
+    reference = copy.deepcopy(network)
+    g = torch.Generator().manual_seed(1)
+    batches = [
+        {"image": torch.randn(2, 1, 32, 32, 32, generator=g), "anonymization_mask": (torch.rand(2, 1, 32, 32, 32, generator=g) > 0.7).float()}
+        for _ in range(2)
+    ]
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=batches, network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9), loss_function=ViewMSELoss(mask_key="mask"),
+        iteration_update=PretextIteration(BlockMasking(8, (0.6, 0.9)), grad_clip_norm=12.0, amp=False, seed=5),
+        decollate=False,
+    )
+    trainer.run()
+
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    masks = BlockMaskGenerator(8, (0.6, 0.9))
+    for k, batch in enumerate(batches, start=1):
+        mask = masks(2, (32, 32, 32), seed=step_seed(5, k))
+        optimizer.zero_grad()
+        loss = MaskedMSELoss()(reference(batch["image"], mask), batch["image"], mask, batch["anonymization_mask"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 12.0)
+        optimizer.step()
+    for a, b in zip(network.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(trainer.state.output["loss"], loss.detach())
+    assert torch.equal(trainer.state.output["anonymization_mask"], batches[1]["anonymization_mask"])
+    assert torch.equal(trainer.state.output["mask"], mask)

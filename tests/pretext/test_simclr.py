@@ -9,8 +9,9 @@ from pretext_training import two_sgd_steps
 from custom_nets.losses.ntxent import NTXentLoss
 from custom_nets.nets import resenc_unet
 from custom_nets.nets.heads import ContrastiveEncoder
+from custom_nets.nets.pretrained_weights import pretrained_state_dict
 from custom_nets.pretext.simclr_views import SimCLRViews, crop_overlap, overlapping_crop_starts
-from custom_nets.transfer import load_pretrained, pretrained_state_dict
+from custom_nets.transfer import load_pretrained
 
 
 def voxel_overlap(first, second, size):

@@ -7,8 +7,9 @@ from pretext_training import two_sgd_steps
 from custom_nets.losses.swinunetr_ssl import SwinUNETRSSLLoss
 from custom_nets.nets import resenc_unet
 from custom_nets.nets.heads import SwinUNETRStyleNet
+from custom_nets.nets.pretrained_weights import pretrained_state_dict
 from custom_nets.pretext.swinunetr_views import SwinUNETRViews, random_boxes_mask, rotate90
-from custom_nets.transfer import load_pretrained, pretrained_state_dict
+from custom_nets.transfer import load_pretrained
 
 
 @pytest.mark.parametrize("shape, plane", [((6, 2, 5, 5, 3), (0, 1)), ((6, 1, 4, 3, 4), (0, 2)), ((6, 1, 3, 4, 4), (2, 1)), ((6, 2, 4, 4), (0, 1))])

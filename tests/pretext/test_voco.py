@@ -7,8 +7,9 @@ from pretext_training import two_sgd_steps
 from custom_nets.losses.voco import VoCoLoss
 from custom_nets.nets import resenc_unet
 from custom_nets.nets.heads import VoCoNet
+from custom_nets.nets.pretrained_weights import pretrained_state_dict
 from custom_nets.pretext.voco_crops import VoCoCrops, crop_boxes
-from custom_nets.transfer import load_pretrained, pretrained_state_dict
+from custom_nets.transfer import load_pretrained
 
 
 def base_index_volume(grid, crop):
