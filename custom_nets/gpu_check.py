@@ -287,7 +287,7 @@ def check_ddp(plan: dict, paths: dict) -> dict:
     return _end_to_end(
         plan, config_file=[str(PRETRAIN / "train.yaml"), str(PRETRAIN / "multi_gpu_train.yaml")],
         steps=plan["ddp_steps"], warmup=plan["ddp_warmup"], dataset_dir=paths["unlabeled"],
-        cache_dir=paths["pretrain_cache"], batch_size=plan["batch_size"], overrides={"backend": plan["ddp_backend"]},
+        cache_dir=paths["pretrain_cache"], batch_size=plan["batch_size"],  # backend: follows the device
     )
 
 

@@ -1,11 +1,13 @@
 """What a training config sets up for its process, named: device, network, TensorBoard writer, process group.
 
-Each function replaces a conditional ``$`` expression of the fine-tuning configs (``bundles/s3d_finetune/configs``),
+Each function replaces a conditional ``$`` expression of the training configs (``bundles/s3d_pretrain/configs``,
+``bundles/s3d_finetune/configs``; the baselines inherit pre-training's),
 so the configs say what they get ("this process's device", "the network this process trains") and the same code
 serves one process and ``torchrun``:
 
 - ``default_device``: this rank's GPU under ``torchrun`` (``cuda:<LOCAL_RANK>``), "cuda" for one process, else "cpu";
-- ``training_network``: He initialisation (optional), the device, and DistributedDataParallel under ``torchrun``;
+- ``training_network``: He initialisation (optional), the device (and memory format), and DistributedDataParallel
+  under ``torchrun``;
 - ``tensorboard_writer``: a ``SummaryWriter`` on the main process, None on the other ranks;
 - ``init_distributed`` / ``finish_run``: the process group (NCCL on GPUs, gloo on CPU) and the end of a run.
 """
@@ -42,6 +44,7 @@ def training_network(
     he_init: bool = False,
     distributed: bool = False,
     find_unused_parameters: bool = False,
+    channels_last: bool = False,
 ) -> nn.Module:
     """The network this process trains: initialised, on ``device``, wrapped for DDP when ``distributed``.
 
@@ -54,13 +57,15 @@ def training_network(
             ``init_distributed``), on ``device`` for a GPU. Defaults to False.
         find_unused_parameters: DDP's flag; needed when some parameters get no gradient in some iterations
             (a frozen encoder in decoder-only stages). Defaults to False.
+        channels_last: store the 5-D weights in ``torch.channels_last_3d`` memory format (a speed switch,
+            numerically equivalent; the patches follow in the iteration). Defaults to False.
 
     Returns:
         ``network`` itself, or the DDP wrapper around it.
     """
     if he_init:
         he_initialise(network)
-    network = network.to(device)
+    network = network.to(device, memory_format=torch.channels_last_3d) if channels_last else network.to(device)
     if not distributed:
         return network
     device_ids = [torch.device(device)] if is_cuda(device) else None

@@ -100,3 +100,25 @@ def test_training_seeds_the_data_stream_and_measures_throughput(bundle, monkeypa
     for local_ranks, expected in (("1", 12), ("4", 7)):  # 32 cores: capped at 12; 8 per rank, one for training
         monkeypatch.setenv("LOCAL_WORLD_SIZE", local_ranks)
         assert parser.get_parsed_content("num_workers", lazy=False) == default_num_workers() == expected
+
+
+@pytest.mark.parametrize("method, unused", [("s3d", False), ("models_genesis", True)])
+def test_pretraining_multi_gpu_overlay_wraps_the_network_and_finalize_leaves_the_group(
+    method, unused, one_process_group, restore_torch_flags, tmp_path
+):
+    """multi_gpu_train.yaml only switches train.yaml's network to DDP: gloo on CPU, the method file's
+    find_unused_parameters, channels_last kept; train.yaml's finalize leaves the process group."""
+    files = [PRETRAIN / "train.yaml"] + ([BASELINES / f"{method}.yaml"] if method != "s3d" else [])
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files + [MULTI_GPU["s3d_pretrain"]]])
+    parser.update({"network_preset": "tiny", "patch_size": [32, 32, 32], "block_size": 8, "device": "cpu",
+                   "channels_last": True, "output_dir": str(tmp_path / "run")})
+    parser.get_parsed_content("initialize")
+    assert torch.distributed.get_backend() == "gloo"
+    network = parser.get_parsed_content("network")
+    assert isinstance(network, torch.nn.parallel.DistributedDataParallel)
+    assert network.find_unused_parameters is unused
+    weights = [p for p in network.module.parameters() if p.ndim == 5]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in weights)
+    parser.get_parsed_content("finalize")
+    assert not torch.distributed.is_initialized()
