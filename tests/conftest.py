@@ -1,5 +1,7 @@
 """Shared test settings (small thread count so the suite behaves the same on 2-core CI machines) and fixtures."""
 
+import socket
+
 import pytest
 import torch
 
@@ -14,3 +16,16 @@ def restore_torch_flags(monkeypatch):
     yield
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
     torch.use_deterministic_algorithms(saved[2])
+
+
+@pytest.fixture
+def one_process_group(monkeypatch):
+    """torchrun's environment for a world of one, so a multi-GPU overlay's ``initialize`` can run on CPU."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(key, value)
+    yield
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -19,7 +19,8 @@ import yaml
 
 from custom_nets.nets.resenc import PRESETS
 
-__all__ = ["TEMPLATE", "MIN_STD", "check_model_info", "normalisation_transforms", "exported_inference_config", "network_kwargs"]
+__all__ = ["TEMPLATE", "MIN_STD", "check_model_info", "normalisation_transforms", "exported_inference_config", "network_kwargs",
+           "fill_normalisation_slot"]
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "inference.yaml"
 #: Smallest CT standard deviation divided by (as ``custom_nets.data.ct_normalisation``).
@@ -116,10 +117,19 @@ def exported_inference_config(info: Mapping, template: str | Path = TEMPLATE) ->
         spacing=[float(s) for s in info["spacing"]],
     )
     config["network_def"].update(network_kwargs(info["network_preset"]))
-    transforms = config["preprocessing"]["transforms"]
-    if _NORMALISATION_SLOT not in transforms:
-        raise ValueError(f"template {template} has no normalisation slot {_NORMALISATION_SLOT} in preprocessing.")
-    slot = transforms.index(_NORMALISATION_SLOT)
-    transforms[slot : slot + 1] = normalisation_transforms(info["normalisation"])
-    del config["normalisation"]
+    fill_normalisation_slot(config, ["preprocessing"], info["normalisation"], template)
     return config
+
+
+def fill_normalisation_slot(config: dict, path: list[str], normalisation: Mapping, template: str | Path) -> None:
+    """Replace the template's normalisation placeholder in ``config[path[0]][path[1]]...["transforms"]`` with the
+    model's transforms (``normalisation_transforms``) and drop the template's ``normalisation`` key; in place."""
+    section = config
+    for key in path:
+        section = section[key]
+    transforms = section["transforms"]
+    if _NORMALISATION_SLOT not in transforms:
+        raise ValueError(f"template {template} has no normalisation slot {_NORMALISATION_SLOT} in {'#'.join(path)}.")
+    slot = transforms.index(_NORMALISATION_SLOT)
+    transforms[slot : slot + 1] = normalisation_transforms(normalisation)
+    del config["normalisation"]

@@ -38,7 +38,7 @@ import torch
 
 from custom_nets.export.inference_config import network_kwargs
 from custom_nets.export.nnunet_plans import resolve_configuration
-from custom_nets.export.package import _REPO_BUNDLE, export_bundle
+from custom_nets.export.package import _REPO_BUNDLE, export_bundle, state_dict_mismatches
 from custom_nets.nets.resenc import PRESETS
 from custom_nets.transfer import nnssl_arch_kwargs as _nnssl_arch_kwargs
 
@@ -381,8 +381,7 @@ def _check_weights(state: Mapping[str, torch.Tensor], info: Mapping, checkpoint:
     from custom_nets.export.bundle_scripts.resenc import ResEncUNet
 
     expected = ResEncUNet(info["num_channels"], len(info["labels"]), **network_kwargs(info["network_preset"])).state_dict()
-    missing = [k for k in expected if k not in state]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    missing, wrong = state_dict_mismatches(expected, state)
     if missing or wrong:
         raise ValueError(
             f"{checkpoint} does not fit the network of {where} ({info['num_channels']} channels, "

@@ -65,6 +65,16 @@ def _preset_of(state: Mapping[str, torch.Tensor]) -> str:
     return f"an encoder with features {list(found[0])} and blocks {list(found[1])} (no preset)"
 
 
+def state_dict_mismatches(expected: Mapping, state: Mapping) -> tuple[list[str], list[str]]:
+    """``(missing keys, "key (shape) != (expected shape)" lines)`` of ``state`` against ``expected``'s tensors."""
+    missing = [k for k in expected if k not in state]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items() if k in state and state[k].shape != v.shape
+    ]
+    return missing, wrong
+
+
 def exported_network(checkpoint: str | os.PathLike, info: Mapping) -> ResEncUNet:
     """The bundle's network (``scripts/resenc.py``) with the run's weights loaded strictly.
 
@@ -81,8 +91,7 @@ def exported_network(checkpoint: str | os.PathLike, info: Mapping) -> ResEncUNet
     network = ResEncUNet(int(info["num_channels"]), len(info["labels"]), **kwargs)
     state, _ = read_checkpoint(checkpoint)  # raises for other architectures, naming the file
     expected = network.state_dict()
-    missing = [k for k in expected if k not in state]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    missing, wrong = state_dict_mismatches(expected, state)
     if missing or wrong:
         raise ValueError(
             f"checkpoint {checkpoint} does not fit the network of model_info.json (preset '{info['network_preset']}', "

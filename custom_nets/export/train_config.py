@@ -14,12 +14,11 @@ from typing import Mapping
 
 import yaml
 
-from custom_nets.export.inference_config import check_model_info, network_kwargs, normalisation_transforms
+from custom_nets.export.inference_config import check_model_info, fill_normalisation_slot, network_kwargs
 
 __all__ = ["TRAIN_TEMPLATE", "exported_train_config"]
 
 TRAIN_TEMPLATE = Path(__file__).resolve().parent / "templates" / "train.yaml"
-_NORMALISATION_SLOT = {"_target_": "Compose", "transforms": "@normalisation"}
 
 
 def exported_train_config(info: Mapping, template: str | Path = TRAIN_TEMPLATE) -> dict:
@@ -46,10 +45,5 @@ def exported_train_config(info: Mapping, template: str | Path = TRAIN_TEMPLATE) 
         spacing=[float(s) for s in info["spacing"]],
     )
     config["network_def"].update(network_kwargs(info["network_preset"]))
-    transforms = config["train"]["preprocessing"]["transforms"]
-    if _NORMALISATION_SLOT not in transforms:
-        raise ValueError(f"template {template} has no normalisation slot {_NORMALISATION_SLOT} in train#preprocessing.")
-    slot = transforms.index(_NORMALISATION_SLOT)
-    transforms[slot : slot + 1] = normalisation_transforms(info["normalisation"])
-    del config["normalisation"]
+    fill_normalisation_slot(config, ["train", "preprocessing"], info["normalisation"], template)
     return config

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -33,18 +32,6 @@ INFERENCE = {
 }
 
 
-
-@pytest.fixture
-def one_process_group(monkeypatch):
-    """torchrun's environment for a world of one, so a multi-GPU overlay's ``initialize`` can run on CPU."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1"}.items():
-        monkeypatch.setenv(key, value)
-    yield
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 def _initialize(files, deterministic=None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 import torch
@@ -42,18 +41,6 @@ def test_training_network_initialises_only_when_asked(initialise):
     for key, value in expected.state_dict().items():
         torch.testing.assert_close(network.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
-
-@pytest.fixture
-def one_process_group(monkeypatch):
-    """torchrun's environment for a world of one."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1"}.items():
-        monkeypatch.setenv(key, value)
-    yield
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 def test_distributed_network_and_the_end_of_the_run(one_process_group, tmp_path):
