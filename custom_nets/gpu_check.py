@@ -7,8 +7,8 @@ Each check is one row with its status (``ok``, the error, ``timeout after N s`` 
 check never stops the others. In order:
 
 1. ``environment``: GPU name, torch, CUDA and cuDNN versions.
-2. ``data``: a few synthetic head MRIs at the MNI size (182 x 218 x 182 at 1 mm, ``custom_nets.data.demo``) and a
-   small labeled set (``custom_nets.data.demo_segmentation``), preprocessed once into the caches the bundles use.
+2. ``data``: a few synthetic head MRIs at the MNI size (182 x 218 x 182 at 1 mm) and a small labeled set
+   (``custom_nets.data.demo``), preprocessed once into the caches the bundles use.
 3. ``saved for backward``: bytes per sample S3D and the dense ResEnc-L keep for backward under bf16 autocast, and
    their ratio (``custom_nets.benchmark.bundle_saved_bytes``; goal <= 1.10).
 4. ``pre-training, eager``: the pre-training bundle end to end with its real loader (``custom_nets.benchmark.
@@ -143,7 +143,7 @@ def _write_unlabeled(folder: str, images: int, seed: int, shape: Sequence[int]) 
 
 
 def _write_labeled(folder: str, cases: int, shape: Sequence[int]) -> None:
-    from custom_nets.data.demo_segmentation import write_demo_segmentation_dataset
+    from custom_nets.data.demo import write_demo_segmentation_dataset
 
     write_demo_segmentation_dataset(folder, num_cases=cases, num_test=1, seed=0, shape=tuple(shape))
 

@@ -9,9 +9,9 @@ from custom_nets.data.demo import make_demo_volume, write_demo_dataset
 from custom_nets.data.preprocess import prepare_dataset, preprocess_dataset
 from custom_nets.data.quality import QualityThresholds, check_image
 from custom_nets.data.segmentation import prepare_segmentation_dataset
-from custom_nets.data.segmentation_datalist import load_segmentation_datalist
+from custom_nets.data.labeled_dataset import load_segmentation_datalist
 from custom_nets.data.spatial_augment import RandAffineCropd
-from custom_nets.data.splits import make_splits, select_split
+from custom_nets.data.splits import held_out_part, make_splits, select_split
 
 __all__ = [
     "ForegroundOversampledDataset",
@@ -30,6 +30,7 @@ __all__ = [
     "write_demo_dataset",
     "prepare_segmentation_dataset",
     "load_segmentation_datalist",
+    "held_out_part",
     "make_splits",
     "select_split",
 ]

@@ -97,7 +97,7 @@ def dataset_case_ids(
 ) -> list[str]:
     """Case ids of the ``training`` and ``test`` entries of one ``dataset.json``: training ids, then test ids.
 
-    The rule of training and the splits (``custom_nets.data.segmentation_datalist``): the training
+    The rule of training and the splits (``custom_nets.data.labeled_dataset``): the training
     entries are named together by ``case_ids_for`` of their label files; the labeled test entries
     together by ``case_ids_for`` of theirs, a test id that equals a training id (ignoring case)
     getting ``__`` plus ``short_hash`` of its label path. Unlabeled entries (images to segment

@@ -13,7 +13,8 @@ id), so every case has about the same weight. ``ct_clip=(low, high)`` replaces t
 window by a fixed one (e.g. a soft-tissue window), mean and std stay the dataset's.
 
 The statistics are cached in the preprocessing folder together with the size and time of every
-input file, so a rerun on unchanged data does not read the dataset again.
+input file, so a rerun on unchanged data does not read the dataset again. The normalisation itself is a step of
+the preprocessing chain (``custom_nets.data.preprocessing.normalisation_config``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from custom_nets.data.parallel import run_tasks
 from custom_nets.data.quality import describe_error
 from custom_nets.data.ras_loading import load_ras
 
-__all__ = ["FOREGROUND_SAMPLES_PER_CASE", "PERCENTILES", "ct_statistics", "normalise_ct", "sample_foreground"]
+__all__ = ["FOREGROUND_SAMPLES_PER_CASE", "PERCENTILES", "ct_statistics", "sample_foreground"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,6 @@ FOREGROUND_SAMPLES_PER_CASE = 10_000
 
 #: Percentiles (%) of the foreground intensities that bound the intensity window.
 PERCENTILES = (0.5, 99.5)
-
-#: Smallest standard deviation divided by (guards constant foregrounds), as in nnU-Net.
-_MIN_STD = 1e-8
 
 
 def sample_foreground(task: dict) -> dict:
@@ -166,25 +164,3 @@ def ct_statistics(entries: list[dict], num_workers: int = 0, ct_clip=None, cache
                   "statistics": statistics}
         atomic_write_text(cache_file, json.dumps(stored, indent=1) + "\n")
     return statistics
-
-
-def normalise_ct(image: torch.Tensor, statistics: dict) -> torch.Tensor:
-    """Clip each channel to its window and z-score it with the dataset's foreground mean and std.
-
-    Args:
-        image: ``(C, x, y, z)`` intensities (HU), one channel per entry of ``statistics["channels"]``.
-        statistics: the result of ``ct_statistics``.
-
-    Returns:
-        A float32 tensor of the same shape and type (a MetaTensor keeps its affine).
-    """
-    channels = statistics["channels"]
-    if image.shape[0] != len(channels):
-        raise ValueError(
-            f"image has {image.shape[0]} channels but the CT statistics have {len(channels)}: "
-            "compute the statistics on the same modalities"
-        )
-    out = image.clone().float()
-    for c, params in enumerate(channels):
-        out[c] = (out[c].clamp(params["low"], params["high"]) - params["mean"]) / max(params["std"], _MIN_STD)
-    return out

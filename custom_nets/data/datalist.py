@@ -1,9 +1,11 @@
-"""Turn a datalist JSON file, a collection layout or a folder of images into entries with absolute paths.
+"""The one datalist reader: any dataset source into entries with absolute paths.
 
-An *entry* is a dict with an ``image`` path (a string, or a list of strings for a multi-modal
-case whose files are stacked as channels) and optionally an ``anonymization_mask`` path. Extra
-keys are kept unchanged (``modality`` and ``image_quality_score`` feed the selection filters of
-``custom_nets.data.selection``). Accepted sources:
+An *entry* is a dict with ``image`` (one path, or a list of paths with one file per modality, stacked as
+channels in list order), optionally ``label`` (the segmentation of a labeled case) and the masks
+``anonymization_mask`` / ``anatomy_mask``; every key of ``PATH_KEYS`` is made absolute. Extra keys are
+kept unchanged (``modality`` and ``image_quality_score`` feed the selection filters of
+``custom_nets.data.selection``). ``entry_case_ids`` names entries by the project's one case-id rule
+(``custom_nets.data.case_ids``). Accepted sources (``load_datalist``):
 
 * an MSD-style JSON dict ``{"training": [entry, ...], ...}`` (the list is picked with ``key``),
 * a plain JSON list of entries; a bare string entry ``"x.nii.gz"`` means ``{"image": "x.nii.gz"}``,
@@ -14,21 +16,43 @@ keys are kept unchanged (``modality`` and ``image_quality_score`` feed the selec
   preprocessing reads (``IMAGE_SUFFIXES``: NIfTI, NIfTI/Analyze pairs, MGH/MGZ, MetaImage, NRRD);
   the other files are counted by extension in one log line (DICOM with a hint to convert it).
 
+Relative paths resolve against the folder of the JSON file (or ``base_dir``); ``~`` and a leading
+``$VARIABLE`` are expanded. Every error names the source, what is wrong and the fix, in the wording of
+``custom_nets.data.dataset_source``. The labeled-dataset semantics (class table, modality names, the MSD
+``test`` list, per-case problems) are a layer on top: ``custom_nets.data.labeled_dataset``.
+
 Files that entries point to are *not* required to exist here: the quality filter reports missing
 files as excluded, so one stale path does not block a run over a large collection.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter
 from pathlib import Path
 
+from custom_nets.data.case_ids import dataset_case_ids
+from custom_nets.data.dataset_source import (
+    ENTRY_EXAMPLE,
+    entry_list,
+    entry_where,
+    read_json,
+    resolve_path,
+    source_path,
+)
 from custom_nets.data.layouts import detect_layout, read_bids, read_nnssl, read_openmind
 
-__all__ = ["load_datalist", "IMAGE_SUFFIXES", "NIFTI_SUFFIXES", "PATH_KEYS"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "NIFTI_SUFFIXES",
+    "PATH_KEYS",
+    "entry_case_ids",
+    "entry_images",
+    "load_datalist",
+    "read_entries",
+    "read_entry",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +66,11 @@ IMAGE_SUFFIXES = (*NIFTI_SUFFIXES, ".hdr", ".mgz", ".mgh", ".mha", ".mhd", ".nrr
 #: Data files that belong to a header file (.hdr/.mhd/.nhdr) and are not images of their own.
 _COMPANION_SUFFIXES = (".img", ".img.gz", ".raw", ".raw.gz", ".zraw")
 
-#: Entry keys that hold file paths (resolved to absolute paths).
-PATH_KEYS = ("image", "anonymization_mask", "anatomy_mask")
+#: Entry keys that hold file paths (resolved to absolute paths); only ``image`` may list several files.
+PATH_KEYS = ("image", "label", "anonymization_mask", "anatomy_mask")
+
+#: What ``load_datalist`` reads, for the fixes of its messages.
+_ACCEPTED = "a folder of images (.nii/.nii.gz, .mgz, .nrrd, .mha, ...) or a datalist JSON file"
 
 
 def _is_image(name: str) -> bool:
@@ -91,93 +118,74 @@ def _scan_folder(folder: Path) -> list[dict]:
         )
     if not found:
         raise ValueError(
-            f"folder '{folder}' contains no image files ({', '.join(IMAGE_SUFFIXES)}): pass a folder of images "
+            f"dataset '{folder}' contains no image files ({', '.join(IMAGE_SUFFIXES)}): pass a folder of images "
             "(searched recursively), a datalist JSON file, OpenMind's openneuro_metadata.csv, an nnssl "
             "pretrain_data.json or a BIDS dataset"
         )
     counts = Counter(_extension(p.name) for p in found)
-    logger.info("Found %d image files in %s (%s)", len(found), folder, ", ".join(f"{e}: {n}" for e, n in sorted(counts.items())))
+    listed = ", ".join(f"{e}: {n}" for e, n in sorted(counts.items()))
+    logger.info("Found %d image files in %s (%s)", len(found), folder, listed)
     return [{"image": str(p)} for p in found]
 
 
-def _read_json(path: Path):
-    """Parse a JSON file, turning syntax errors into a message with line and column."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ValueError(f"cannot read datalist '{path}': {err}; check the file permissions") from err
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(
-            f"datalist '{path}' is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}): "
-            "fix the file, e.g. check for a trailing comma or a missing quote"
-        ) from err
+def read_entry(item, base: Path, where: str) -> dict:
+    """One entry with absolute paths: a bare path string means ``{"image": path}``; extra keys are kept.
 
+    Args:
+        item: a path string or a dict with ``image`` (one path, or a list with one file per modality) and
+            optionally ``label`` and the masks of ``PATH_KEYS``.
+        base: the folder relative paths are resolved against.
+        where: the entry, for messages (``dataset_source.entry_where``).
 
-def _select_list(data, key: str, path: Path) -> list:
-    """Pick the entry list from a parsed datalist (a dict with ``key`` or a plain list)."""
-    if isinstance(data, list):
-        return data
-    if not isinstance(data, dict):
+    Raises:
+        ValueError: ``item`` is neither a path nor a dict, has no ``image``, or holds a path that is not one.
+    """
+    if isinstance(item, (str, os.PathLike)):
+        item = {"image": os.fspath(item)}
+    if not isinstance(item, dict):
         raise ValueError(
-            f"datalist '{path}' holds a JSON {type(data).__name__}: it must be a list of entries "
-            f"or a dict with a '{key}' list"
+            f"{where} is a {type(item).__name__} ({item!r}): use a path string or an entry like {ENTRY_EXAMPLE}"
         )
-    if key not in data:
+    if "image" not in item:
         raise ValueError(
-            f"datalist '{path}' has no key '{key}' (available keys: {sorted(data)}): "
-            "pass key=<one of them>, or add the list of entries under that key"
+            f"{where} has no 'image' key (keys: {sorted(item)}): add \"image\": <image file, or a list with one file "
+            "per modality>"
         )
-    entries = data[key]
-    if not isinstance(entries, list):
-        raise ValueError(f"datalist '{path}' key '{key}' holds a {type(entries).__name__}, not a list of entries")
-    return entries
+    entry = dict(item)
+    for key in PATH_KEYS:
+        if key == "image" or entry.get(key) is not None:
+            entry[key] = resolve_path(entry[key], base, where, key, many=key == "image")
+    return entry
 
 
-def _resolve(value, base: Path, where: str):
-    """Make a path (or list of paths) absolute against ``base``."""
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise ValueError(f"{where} has an empty list of image files: give at least one path")
-        return [_resolve(v, base, where) for v in value]
-    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-        raise ValueError(f"{where} has a path that is not a non-empty string: {value!r}")
-    path = Path(os.path.expanduser(os.fspath(value)))
-    return os.path.normpath(path if path.is_absolute() else base / path)
+def read_entries(data, key: str, path: Path, base: Path) -> list[dict]:
+    """The entries of parsed JSON (a list, or a dict with a ``key`` list) with absolute paths (``read_entry``).
 
-
-def _normalise_entries(raw: list, base: Path, source: Path, key: str) -> list[dict]:
-    """Validate entries, expand bare strings and resolve path keys against ``base``."""
+    Raises:
+        ValueError: no ``key`` list (``dataset_source.entry_list``), an empty list, or a malformed entry.
+    """
+    raw = entry_list(data, key, path)
     if not raw:
-        raise ValueError(
-            f"datalist '{source}' has an empty '{key}' list: add entries like "
-            '{"image": "imagesTr/case_000.nii.gz"}'
-        )
-    entries = []
-    for index, item in enumerate(raw):
-        where = f"entry {index} of datalist '{source}'"
-        if isinstance(item, (str, os.PathLike)):
-            item = {"image": os.fspath(item)}
-        if not isinstance(item, dict):
-            raise ValueError(f"{where} is a {type(item).__name__}: use a path string or a dict with an 'image' key")
-        if "image" not in item:
-            raise ValueError(f"{where} has no 'image' key (keys: {sorted(item)}): add 'image': <path of the image>")
-        entry = dict(item)
-        for path_key in PATH_KEYS:
-            if entry.get(path_key) is not None:
-                entry[path_key] = _resolve(entry[path_key], base, where)
-        entries.append(entry)
-    return entries
+        raise ValueError(f"dataset '{path}' has an empty '{key}' list: add entries like {ENTRY_EXAMPLE}")
+    listed = key if isinstance(data, dict) else None
+    return [read_entry(item, base, entry_where(path, listed, index)) for index, item in enumerate(raw)]
+
+
+def entry_images(entry: dict) -> list[str]:
+    """The image files of an entry as a list (one per modality)."""
+    return list(entry["image"]) if isinstance(entry["image"], (list, tuple)) else [entry["image"]]
+
+
+def entry_case_ids(entries, test_entries=()) -> list[str]:
+    """The ``case`` ids of ``entries`` then ``test_entries`` by the project's one rule
+    (``custom_nets.data.case_ids.dataset_case_ids``: named by the label file, else by the nnU-Net image stem)."""
+    return dataset_case_ids(
+        [(entry_images(e), e.get("label")) for e in entries], [(entry_images(e), e.get("label")) for e in test_entries]
+    )
 
 
 def _count_missing(entries: list[dict]) -> int:
-    count = 0
-    for entry in entries:
-        images = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
-        if not all(os.path.isfile(p) for p in images):
-            count += 1
-    return count
+    return sum(not all(os.path.isfile(p) for p in entry_images(entry)) for entry in entries)
 
 
 def _read_layout(path: Path, key: str, base_dir) -> list[dict]:
@@ -191,11 +199,11 @@ def _read_layout(path: Path, key: str, base_dir) -> list[dict]:
         return read_openmind(found)
     if layout == "bids":
         return read_bids(found)
-    data = _read_json(found)
+    data = read_json(found)
     if layout == "nnssl" or (isinstance(data, dict) and isinstance(data.get("datasets"), dict) and key not in data):
         return read_nnssl(found, data)
     base = Path(os.path.expanduser(os.fspath(base_dir))).absolute() if base_dir is not None else found.parent
-    return _normalise_entries(_select_list(data, key, found), base, found, key)
+    return read_entries(data, key, found, base)
 
 
 def load_datalist(source, key: str = "training", base_dir=None) -> list[dict]:
@@ -209,22 +217,17 @@ def load_datalist(source, key: str = "training", base_dir=None) -> list[dict]:
             the folder of the JSON file.
 
     Returns:
-        Entries with absolute paths in ``image`` (and ``anonymization_mask`` / ``anatomy_mask``
-        when present), in file order (JSON, csv) or sorted relative-path order (folder scan, BIDS).
+        Entries with absolute paths in ``image`` (and ``label`` / ``anonymization_mask`` /
+        ``anatomy_mask`` when present), in file order (JSON, csv) or sorted relative-path order
+        (folder scan, BIDS).
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
-        ValueError: the JSON or csv is unreadable, ``key`` is missing, the list or folder is empty,
+        PermissionError: this user may not read the JSON or csv.
+        ValueError: the JSON or csv is malformed, ``key`` is missing, the list or folder is empty,
             or an entry has no ``image``.
     """
-    if source is None or not os.fspath(source):
-        raise ValueError("datalist source is empty: pass a datalist JSON file or a folder of images")
-    path = Path(os.path.normpath(Path(os.path.expanduser(os.fspath(source))).absolute()))
-    if not path.exists():
-        raise FileNotFoundError(
-            f"dataset '{path}' does not exist: pass a folder of images (.nii/.nii.gz, .mgz, .nrrd, .mha, ...) or a "
-            "datalist JSON file"
-        )
+    path = source_path(source, _ACCEPTED)
     entries = _read_layout(path, key, base_dir)
     missing = _count_missing(entries)
     if missing:

@@ -3,7 +3,8 @@
 Each reader turns one layout into datalist entries: ``image`` (absolute path), ``anonymization_mask``
 and ``anatomy_mask`` when the layout pairs them, and the metadata the selection filters read
 (``modality``, ``image_quality_score``, ``dataset_id``). ``detect_layout`` decides which reader a path
-needs; ``custom_nets.data.datalist.load_datalist`` calls it.
+needs; ``custom_nets.data.datalist.load_datalist`` calls it. Files, paths and errors go through
+``custom_nets.data.dataset_source``, so a problem reads the same in every layout.
 
 * **OpenMind** (Wald et al., the 114k-volume OpenNeuro collection): ``openneuro_metadata.csv`` next to
   an ``OpenMind/`` folder; one row per image with ``image_path``, ``anon_mask_path`` and
@@ -28,13 +29,14 @@ needs; ``custom_nets.data.datalist.load_datalist`` calls it.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import logging
 import math
 import os
-import re
 from collections import Counter
 from pathlib import Path
+
+from custom_nets.data.dataset_source import read_json, read_text, resolve_path
 
 __all__ = [
     "BIDS_DESCRIPTION",
@@ -61,7 +63,6 @@ BIDS_DESCRIPTION = "dataset_description.json"
 FOLDER_DATALIST = "datalist.json"
 
 _NIFTI = (".nii", ".nii.gz")
-_ENV_PATH = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?(.*)$")
 
 
 def _blank(value) -> bool:
@@ -75,7 +76,10 @@ def _score(value, where: str) -> float | None:
     try:
         score = float(value)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: image_quality_score {value!r} is not a number (OpenMind scores are 1 to 5)") from err
+        raise ValueError(
+            f"{where} has image_quality_score {value!r}, which is not a number: give a number from 1 (best) to 5 "
+            "(worst, OpenMind's scale) or leave it empty"
+        ) from err
     return None if math.isnan(score) else score
 
 
@@ -104,62 +108,46 @@ def read_openmind(csv_path) -> list[dict]:
         "dataset_id"}`` per row, in file order.
 
     Raises:
+        PermissionError: this user may not read the csv.
         ValueError: the csv has no ``image_path`` column, or a score is not a number.
     """
     csv_path = Path(csv_path)
     root = csv_path.parent / OPENMIND_FOLDER
     root = root if root.is_dir() else csv_path.parent
-    try:
-        with open(csv_path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as err:
-        raise ValueError(f"cannot read '{csv_path}': {err}; check the file permissions") from err
+    rows = list(csv.DictReader(io.StringIO(read_text(csv_path), newline="")))
     columns = set(rows[0]) if rows else set()
     if "image_path" not in columns:
         raise ValueError(
-            f"'{csv_path}' has no image_path column (columns: {sorted(columns)}): pass OpenMind's "
+            f"dataset '{csv_path}' has no image_path column (columns: {sorted(columns)}): pass OpenMind's "
             f"{OPENMIND_CSV}, or a datalist JSON for other collections"
         )
-
-    def resolve(value):
-        return None if _blank(value) else os.path.normpath(root / value.strip())
 
     entries = []
     for line, row in enumerate(rows, start=2):
         if _blank(row.get("image_path")):
             continue
+        where = f"line {line} of dataset '{csv_path}'"
+
+        def resolve(column, key):
+            return None if _blank(row.get(column)) else resolve_path(row[column].strip(), root, where, key)
+
         relative = row["image_path"].strip()
         entries.append(_entry(
-            resolve(relative),
-            anonymization_mask=resolve(row.get("anon_mask_path")),
-            anatomy_mask=resolve(row.get("anat_mask_path")),
+            resolve("image_path", "image"),
+            anonymization_mask=resolve("anon_mask_path", "anonymization_mask"),
+            anatomy_mask=resolve("anat_mask_path", "anatomy_mask"),
             modality=None if _blank(row.get("modality")) else row["modality"].strip(),
-            image_quality_score=_score(row.get("image_quality_score"), f"'{csv_path}' line {line}"),
+            image_quality_score=_score(row.get("image_quality_score"), where),
             dataset_id=row["dataset_id"].strip() if not _blank(row.get("dataset_id")) else Path(relative).parts[0],
         ))
     if not entries:
-        raise ValueError(f"'{csv_path}' lists no images: every row's image_path is empty")
+        raise ValueError(f"dataset '{csv_path}' lists no images (every row's image_path is empty): fill image_path")
     masked = sum("anonymization_mask" in e for e in entries)
     logger.info("OpenMind table %s: %d images, %d with an anonymization mask", csv_path, len(entries), masked)
     return entries
 
 
 # ---------------- nnssl pretrain_data.json ----------------
-
-
-def _nnssl_path(value: str, base: Path, where: str) -> str:
-    """``$var/rest`` -> the environment variable's folder + rest; a relative path -> against ``base``."""
-    match = _ENV_PATH.match(value)
-    if match:
-        name, rest = match.groups()
-        if name not in os.environ:
-            raise ValueError(
-                f"{where}: path '{value}' starts with ${name}, but the environment variable {name} is not set: "
-                f"export {name}=<the folder it stands for> (nnssl writes $nnssl_raw/... paths), or make the paths absolute"
-            )
-        value = os.environ[name].rstrip("/\\") + rest
-    path = Path(os.path.expanduser(value))
-    return os.path.normpath(path if path.is_absolute() else base / path)
 
 
 def _dataset_scores(dataset: dict) -> dict[tuple, float | None]:
@@ -189,11 +177,11 @@ def read_nnssl(json_path, data: dict | None = None) -> list[dict]:
     """
     json_path = Path(json_path)
     if data is None:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
+        data = read_json(json_path)
     datasets = data.get("datasets") if isinstance(data, dict) else None
     if not isinstance(datasets, dict):
         raise ValueError(
-            f"'{json_path}' is not an nnssl pretrain_data.json: it needs a 'datasets' dict of "
+            f"dataset '{json_path}' is not an nnssl pretrain_data.json: it needs a 'datasets' dict of "
             "{'subjects': {'sessions': {'images': [...]}}}"
         )
     entries = []
@@ -203,9 +191,9 @@ def read_nnssl(json_path, data: dict | None = None) -> list[dict]:
         for subject_id, subject in (dataset.get("subjects") or {}).items():
             for session_id, session in (subject.get("sessions") or {}).items():
                 for index, image in enumerate(session.get("images") or []):
-                    where = f"'{json_path}' dataset {dataset_id}, {subject_id}/{session_id} image {index}"
+                    where = f"entry {dataset_id}/{subject_id}/{session_id}/images/{index} of dataset '{json_path}'"
                     if not isinstance(image, dict) or _blank(image.get("image_path")):
-                        raise ValueError(f"{where} has no image_path: every image needs one")
+                        raise ValueError(f"{where} has no image_path: give every image one")
                     info = image.get("image_info") or {}
                     masks = image.get("associated_masks") or {}
                     modality = image.get("modality")
@@ -213,17 +201,17 @@ def read_nnssl(json_path, data: dict | None = None) -> list[dict]:
                     if score is None:
                         score = scores.get((modality, info.get("derived_from")))
                     entries.append(_entry(
-                        _nnssl_path(image["image_path"], json_path.parent, where),
-                        anonymization_mask=None if _blank(masks.get("anonymization_mask")) else _nnssl_path(
-                            masks["anonymization_mask"], json_path.parent, where),
-                        anatomy_mask=None if _blank(masks.get("anatomy_mask")) else _nnssl_path(
-                            masks["anatomy_mask"], json_path.parent, where),
+                        resolve_path(image["image_path"], json_path.parent, where),
+                        anonymization_mask=None if _blank(masks.get("anonymization_mask")) else resolve_path(
+                            masks["anonymization_mask"], json_path.parent, where, "anonymization_mask"),
+                        anatomy_mask=None if _blank(masks.get("anatomy_mask")) else resolve_path(
+                            masks["anatomy_mask"], json_path.parent, where, "anatomy_mask"),
                         modality=modality,
                         image_quality_score=_score(score, where),
                         dataset_id=dataset_id,
                     ))
     if not entries:
-        raise ValueError(f"'{json_path}' lists no images: add datasets -> subjects -> sessions -> images")
+        raise ValueError(f"dataset '{json_path}' lists no images: add datasets -> subjects -> sessions -> images")
     logger.info("nnssl collection %s: %d images", json_path, len(entries))
     return entries
 
@@ -276,8 +264,8 @@ def read_bids(root) -> list[dict]:
                     entries.append(_entry(str(Path(folder, name)), modality=_bids_suffix(name)))
     if not entries:
         raise ValueError(
-            f"BIDS folder '{root}' has no anatomical images (sub-*/[ses-*/]anat/*.nii.gz): pass a folder of images "
-            "or a datalist JSON instead"
+            f"dataset '{root}' is a BIDS folder without anatomical images (sub-*/[ses-*/]anat/*.nii.gz): pass a "
+            "folder of images or a datalist JSON instead"
         )
     counts = Counter(e["modality"] for e in entries)
     logger.info(

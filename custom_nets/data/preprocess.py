@@ -1,7 +1,7 @@
 """Build (or resume) the preprocessed cache that pre-training reads from.
 
-``preprocess_dataset`` runs every entry through ``custom_nets.data.case.preprocess_case`` in
-parallel, appends one manifest line per finished source, and finally writes
+``preprocess_dataset`` runs every entry through the cache builder (``custom_nets.data.cache``: one
+``preprocess_case`` per source in worker processes, one manifest line per finished source) and finally writes
 
 * ``<cache_dir>/images/<case_id>.nii.gz`` (float32, RAS, cropped, z-scored, resampled) and
   ``<cache_dir>/anonymization_masks/<case_id>.nii.gz`` (uint8, same geometry),
@@ -20,25 +20,16 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
-from custom_nets.data.case import crash_record, output_folder, preprocess_case
-from custom_nets.data.case_ids import case_ids_for, short_hash
+from custom_nets.data.cache import available_cores, build_cache, first_file
+from custom_nets.data.case import output_folder
+from custom_nets.data.case_ids import case_ids_for
 from custom_nets.data.datalist import load_datalist
 from custom_nets.data.demo import write_demo_dataset
-from custom_nets.data.manifest import (
-    ManifestWriter,
-    check_settings,
-    entry_identity,
-    has_outputs,
-    input_stamp,
-    manifest_name,
-    read_manifests,
-)
-from custom_nets.data.parallel import run_tasks
+from custom_nets.data.manifest import check_settings, entry_identity, read_manifests
 from custom_nets.data.paths import check_writable_dir
 from custom_nets.data.quality import QualityThresholds
 from custom_nets.data.results import collect_results, without_shapes, write_results
@@ -52,9 +43,6 @@ logger = logging.getLogger(__name__)
 #: Sub-folder of the cache that receives the synthetic dataset when no dataset_dir is given.
 DEMO_SOURCE_FOLDER = "demo_source"
 
-#: Progress is logged about this many times per run (and at least every 1000 files).
-_PROGRESS_STEPS = 20
-
 
 def _spacing3(target_spacing) -> tuple[float, float, float]:
     """``1.0`` or ``(x, y, z)`` -> a 3-tuple of positive floats in mm."""
@@ -67,24 +55,6 @@ def _spacing3(target_spacing) -> tuple[float, float, float]:
             "pass e.g. 1.0 or (1.0, 1.0, 1.0)"
         )
     return tuple(float(v) for v in values)  # type: ignore[return-value]
-
-
-def _available_cores() -> int:
-    """Cores this process may run on (respects CPU affinity, e.g. container or scheduler limits)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not available on every platform
-        return os.cpu_count() or 1
-
-
-def _worker_count(num_workers, num_tasks: int) -> int:
-    if num_workers is None:
-        num_workers = _available_cores()
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(
-            f"num_workers={num_workers!r} is not an integer >= 0: pass 0 (in-process), a core count, or None"
-        )
-    return min(num_workers, num_tasks)
 
 
 def _case_inputs(entries: list[dict], keys: tuple[str, ...], warn: bool = True) -> list[dict]:
@@ -105,54 +75,6 @@ def _case_inputs(entries: list[dict], keys: tuple[str, ...], warn: bool = True) 
     if warn and len(inputs) < len(entries):
         logger.warning("Ignoring %d duplicate entries", len(entries) - len(inputs))
     return inputs
-
-
-def _first_file(value) -> str:
-    return value[0] if isinstance(value, (list, tuple)) else value
-
-
-class _Progress:
-    """Logs ``done/total``, counts, rate and remaining time every ``every`` results."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.every = max(1, min(1000, total // _PROGRESS_STEPS))
-        self.done = self.ok = 0
-        self.start = time.monotonic()
-
-    def update(self, record: dict) -> None:
-        self.done += 1
-        self.ok += record.get("status") == "ok"
-        if self.done % self.every == 0 or self.done == self.total:
-            rate = self.done / max(time.monotonic() - self.start, 1e-9)
-            logger.info(
-                "Preprocessed %d/%d files (%d ok, %d excluded), %.1f files/s, about %.0f s left",
-                self.done, self.total, self.ok, self.done - self.ok, rate, (self.total - self.done) / rate,
-            )
-
-
-def _plan(inputs: list[dict], ids: list[str], records: dict[str, dict], cache: Path, image_key: str) -> list[tuple]:
-    """``(inputs, case_id, stamp)`` for every input whose record is absent, stale or lost its files.
-
-    A record is reused when its input files still have the recorded size and modification time
-    and its outputs exist. A case id still held by another cached source (e.g. after the dataset
-    root moved) gets the hash suffix, so a new case never overwrites another case's files.
-    """
-    todo = []
-    for item, case_id in zip(inputs, ids):
-        stamp = input_stamp(item)
-        record = records.get(entry_identity(item))
-        if not (has_outputs(record, cache) and record.get("stamp") == stamp):
-            todo.append((item, case_id, stamp))
-    redo = {entry_identity(item) for item, _, _ in todo}
-    taken = {
-        r["case_id"].lower() for identity, r in records.items()
-        if identity not in redo and r.get("status") == "ok" and has_outputs(r, cache)
-    }
-    return [
-        (item, f"{cid}__{short_hash(_first_file(item[image_key]))}" if cid.lower() in taken else cid, stamp)
-        for item, cid, stamp in todo
-    ]
 
 
 def preprocess_dataset(
@@ -211,28 +133,11 @@ def preprocess_dataset(
 
     # Case ids come from all entries, so every rank derives the same, collision-free names.
     all_inputs = _case_inputs(entries, keys)
-    all_ids = case_ids_for([_first_file(item[keys[0]]) for item in all_inputs])
+    all_ids = case_ids_for([first_file(item[keys[0]]) for item in all_inputs])
     my_inputs = all_inputs[rank::world_size]
     records = read_manifests(cache)
-    todo = _plan(my_inputs, all_ids[rank::world_size], records, cache, keys[0])
-    logger.info(
-        "Preprocessing %d of %d sources into %s (%d already cached)",
-        len(todo), len(my_inputs), cache, len(my_inputs) - len(todo),
-    )
-    tasks = [
-        {"inputs": item, "keys": list(keys), "case_id": case_id, "cache_dir": str(cache),
-         "target_spacing": spacing, "thresholds": thresholds, "stamp": stamp}
-        for item, case_id, stamp in todo
-    ]
-    progress = _Progress(len(tasks))
-    with ManifestWriter(cache / manifest_name(rank, world_size)) as manifest:
-
-        def on_result(task: dict, record: dict) -> None:
-            manifest.append(record)
-            records[entry_identity(record["inputs"])] = record
-            progress.update(record)
-
-        run_tasks(tasks, preprocess_case, _worker_count(num_workers, len(tasks)), on_result, crash_record)
+    settings = {"target_spacing": spacing, "thresholds": thresholds}
+    build_cache(my_inputs, all_ids[rank::world_size], cache, keys, settings, records, num_workers, rank, world_size)
 
     result, unfinished = collect_results(my_inputs, records, cache)
     if unfinished:  # only possible if cached files were deleted while this run was going on
@@ -248,7 +153,7 @@ def preprocess_dataset(
 def _without_cache_outputs(entries: list[dict], cache: Path, keys) -> list[dict]:
     """Drop entries that are files of the cache itself (a cache folder inside a scanned dataset)."""
     folders = [str(cache / output_folder(k, keys[0])) + os.sep for k in keys]
-    kept = [e for e in entries if not os.path.abspath(_first_file(e["image"])).startswith(tuple(folders))]
+    kept = [e for e in entries if not os.path.abspath(first_file(e["image"])).startswith(tuple(folders))]
     if len(kept) < len(entries):
         logger.warning(
             "Ignoring %d files inside the cache folder %s; keep cache_dir outside dataset_dir",
@@ -379,7 +284,7 @@ def prepare_dataset(
     entries, selected_out = select_entries(entries, max_image_quality_score, modalities)
     if num_workers is None and world_size > 1:
         # Ranks on one machine share its cores; torchrun exports how many ranks run here.
-        num_workers = max(1, _available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        num_workers = max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if entries:
         preprocess_dataset(
             entries, cache, num_workers, target_spacing, quality, keys, rank=rank, world_size=world_size,

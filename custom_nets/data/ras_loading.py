@@ -8,7 +8,7 @@ import numpy as np
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, Orientation
 
-from custom_nets.data.case import _RAS_LABELS
+from custom_nets.data.preprocessing import RAS_LABELS
 from custom_nets.data.quality import is_nibabel_file
 
 __all__ = ["load_ras"]
@@ -31,4 +31,4 @@ def load_ras(path) -> MetaTensor:
         reader="NibabelReader" if nibabel else "ITKReader", image_only=True, dtype=np.float32,
         ensure_channel_first=True, **options,
     )
-    return Orientation(axcodes="RAS", labels=_RAS_LABELS)(loader(path))
+    return Orientation(axcodes="RAS", labels=RAS_LABELS)(loader(path))

@@ -1,11 +1,11 @@
 """Labeled data for fine-tuning: read an MSD-style dataset, preprocess it like the pre-training data, split it.
 
 ``prepare_segmentation_dataset`` is the one call a fine-tuning config makes. It reads the dataset
-(``custom_nets.data.segmentation_datalist``), resolves the target spacing (a number, ``[x, y, z]``
+(``custom_nets.data.labeled_dataset``), resolves the target spacing (a number, ``[x, y, z]``
 or the dataset's median spacing, ``custom_nets.data.spacing``), computes nnU-Net's CT statistics
 when ``modality="ct"`` (``custom_nets.data.ct_normalisation``) and runs every case through
-``custom_nets.data.segmentation_case`` with the pre-training cache machinery: worker processes
-(``parallel``), a resumable manifest and a settings guard (``manifest``), atomic writes. The cache
+the cache builder of the pre-training data (``custom_nets.data.cache``: ``custom_nets.data.case`` in worker
+processes, a resumable manifest), behind a settings guard (``manifest``), with atomic writes. The cache
 folder then holds
 
 * ``images/<case>.nii.gz`` (float32, RAS, cropped, normalised, resampled; ``x, y, z, C`` for C > 1
@@ -16,7 +16,7 @@ folder then holds
 * ``skipped.csv``: ``case,reason`` for every case left out,
 * ``settings.json``, ``manifest.jsonl`` and, for CT, ``intensity_statistics.json``.
 
-Problem handling (details in ``segmentation_case``): geometry mismatches, undeclared label
+Problem handling (details in ``custom_nets.data.case``): geometry mismatches, undeclared label
 values, a zero or missing voxel size and files this user may not read raise one ``ValueError``
 that lists every such case with its file after all other cases are cached; missing files or
 modalities and corrupt files are skipped with a logged, counted reason; cases with an empty label
@@ -40,20 +40,18 @@ from pathlib import Path
 import numpy as np
 
 from custom_nets.data.atomic import atomic_write_text
-from custom_nets.data.case import crash_record
+from custom_nets.data.cache import build_cache, worker_count
+from custom_nets.data.case import ERROR_CODES, LABELED_DATA_THRESHOLDS
 from custom_nets.data.ct_normalisation import ct_statistics
-from custom_nets.data.demo_segmentation import write_demo_segmentation_dataset
-from custom_nets.data.manifest import ManifestWriter, check_settings, entry_identity, manifest_name, read_manifests
-from custom_nets.data.parallel import run_tasks
+from custom_nets.data.demo import write_demo_segmentation_dataset
+from custom_nets.data.manifest import check_settings, entry_identity, read_manifests
 from custom_nets.data.paths import check_writable_dir
-from custom_nets.data.preprocess import _plan, _Progress, _worker_count
-from custom_nets.data.segmentation_case import ERROR_CODES, LABELED_DATA_THRESHOLDS, preprocess_segmentation_case
 from custom_nets.distributed import barrier, rank_and_world
-from custom_nets.data.segmentation_datalist import load_segmentation_datalist, read_segmentation_dataset
+from custom_nets.data.labeled_dataset import load_segmentation_datalist, read_segmentation_dataset
 from custom_nets.data.spacing import resolve_target_spacing
 from custom_nets.data.splits import make_splits, select_split
 
-__all__ = ["load_segmentation_datalist", "make_splits", "prepare_segmentation_dataset", "select_split"]
+__all__ = ["labeled_source", "load_segmentation_datalist", "make_splits", "prepare_segmentation_dataset", "select_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +59,12 @@ logger = logging.getLogger(__name__)
 DEMO_SOURCE_FOLDER = "demo_source"
 
 _MODALITIES = ("mri", "ct")
+
+
+def labeled_source(source, cache_dir) -> str:
+    """The raw labeled dataset a fine-tuning run reads: ``source``, or (``None``) the demo dataset that
+    ``prepare_segmentation_dataset`` writes into ``<cache_dir>/demo_source``; evaluation reads the raw cases again."""
+    return os.fspath(source) if source is not None else os.path.join(os.fspath(cache_dir), DEMO_SOURCE_FOLDER)
 
 #: Most cases listed in an error message.
 _MAX_LISTED = 20
@@ -129,20 +133,6 @@ def _write_outputs(
     return str(cache / "dataset.json")
 
 
-def _run(tasks: list[dict], cache: Path, num_workers, records: dict) -> None:
-    if not tasks:
-        return
-    progress = _Progress(len(tasks))
-    with ManifestWriter(cache / manifest_name()) as manifest:
-
-        def on_result(task: dict, record: dict) -> None:
-            manifest.append(record)
-            records[entry_identity(record["inputs"])] = record
-            progress.update(record)
-
-        run_tasks(tasks, preprocess_segmentation_case, _worker_count(num_workers, len(tasks)), on_result, crash_record)
-
-
 def _prepare(source, cache: Path, target_spacing, modality, ct_clip, num_workers, key, write: bool) -> dict:
     dataset = read_segmentation_dataset(source, key)
     skipped = [(p.case, p.reason) for p in dataset.problems if p.code not in ERROR_CODES]
@@ -155,7 +145,7 @@ def _prepare(source, cache: Path, target_spacing, modality, ct_clip, num_workers
     spacing = resolve_target_spacing(target_spacing, [e["image"][0] for e in entries])
     normalisation: dict = {"modality": modality}
     if modality == "ct":
-        workers = _worker_count(num_workers, len(entries))
+        workers = worker_count(num_workers, len(entries))
         normalisation["statistics"] = ct_statistics(entries, workers, ct_clip, cache / "intensity_statistics.json")
     classes = sorted(dataset.labels)
     check_settings(cache, {
@@ -165,16 +155,10 @@ def _prepare(source, cache: Path, target_spacing, modality, ct_clip, num_workers
     })
 
     inputs = [{"image": list(e["image"]), "label": e["label"]} for e in entries]
-    records = read_manifests(cache)
-    todo = _plan(inputs, [e["case"] for e in entries], records, cache, "image")
-    logger.info("Preprocessing %d of %d labeled cases into %s", len(todo), len(inputs), cache)
-    tasks = [
-        {"inputs": item, "keys": ["image", "label"], "case_id": case_id, "cache_dir": str(cache),
-         "target_spacing": spacing, "classes": classes, "channels": len(dataset.modalities),
-         "normalisation": normalisation, "stamp": stamp}
-        for item, case_id, stamp in todo
-    ]
-    _run(tasks, cache, num_workers, records)
+    settings = {"target_spacing": spacing, "classes": classes, "channels": len(dataset.modalities),
+                "normalisation": normalisation, "thresholds": LABELED_DATA_THRESHOLDS}
+    records = build_cache(inputs, [e["case"] for e in entries], cache, ["image", "label"], settings,
+                          read_manifests(cache), num_workers)
 
     training, empty, class_voxels = [], [], np.zeros(len(classes), dtype=np.int64)
     for entry, item in zip(entries, inputs):

@@ -39,7 +39,7 @@ import numpy as np
 
 from custom_nets.data.atomic import atomic_write_text
 
-__all__ = ["make_splits", "select_split"]
+__all__ = ["held_out_part", "make_splits", "select_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +243,12 @@ def make_splits(case_ids, path, seed: int = 0, scheme: str = "80/20", low_data=N
         atomic_write_text(path, json.dumps(splits, indent=2) + "\n")
         logger.info("Wrote %s splits of %d cases (seed %d) to %s", scheme, len(ids), seed, path)
     return _truncate(splits, low_data, f"split file '{path}'") if low_data is not None else splits
+
+
+def held_out_part(fold=None) -> str:
+    """The part of a split that a run holds out from training: ``"test"`` of a train/test split (``fold`` None),
+    ``"val"`` of fold ``fold`` of a k-fold split. Fine-tuning validates on it, evaluation scores it."""
+    return "test" if fold is None else "val"
 
 
 def select_split(entries: list[dict], splits: dict, part: str = "train", fold=None, low_data=None) -> list[dict]:

@@ -5,7 +5,7 @@ from custom_nets.engine.checkpoints import ResumableCheckpoint, atomic_torch_sav
 from custom_nets.distributed import is_main_process, rank_and_world
 from custom_nets.engine.freezing import set_trainable
 from custom_nets.engine.schedule_handler import ScheduleHandler
-from custom_nets.engine.schedules import SCHEDULES, Schedule, Stage, build_schedule, default_schedule
+from custom_nets.engine.schedules import SCHEDULES, Schedule, Stage, build_schedule, default_peak_lr, default_schedule
 from custom_nets.engine.handlers import (
     ExportWeights,
     GradientClipping,
@@ -42,6 +42,7 @@ __all__ = [
     "ScheduleHandler",
     "Stage",
     "build_schedule",
+    "default_peak_lr",
     "default_schedule",
     "set_trainable",
     "network_inputs",

@@ -26,7 +26,10 @@ import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["POLY_EXPONENT", "SCHEDULES", "Stage", "Schedule", "build_schedule", "default_schedule", "warmup_iterations"]
+__all__ = [
+    "POLY_EXPONENT", "SCHEDULES", "Stage", "Schedule", "build_schedule", "default_peak_lr", "default_schedule",
+    "warmup_iterations",
+]
 
 POLY_EXPONENT = 0.9  # nnU-Net's polynomial decay exponent
 SCHEDULES = ("default", "frozen", "warm_up", "valley", "sawtooth")
@@ -36,6 +39,14 @@ def default_schedule(pretrained_checkpoint: str | None) -> str:
     """The schedule a fine-tuning run gets unless one is named: "sawtooth" (best for CNNs in OpenMind) from
     pre-trained weights, "default" (nnU-Net's poly decay, whole network from the start) from scratch."""
     return "sawtooth" if pretrained_checkpoint else "default"
+
+
+def default_peak_lr(pretrained_checkpoint: str | None) -> float:
+    """The peak learning rate a fine-tuning run gets unless one is set: 1e-3 from pre-trained weights (OpenMind's
+    fine-tuning of pre-trained ResEnc-L), 1e-2 from scratch (nnU-Net's initial learning rate)."""
+    return 1e-3 if pretrained_checkpoint else 1e-2
+
+
 TRAINS = ("decoder", "all")
 SHAPES = ("linear", "poly")
 

@@ -2,7 +2,9 @@
 
 The template (``templates/inference.yaml``) holds the pipeline; this module fills in what the training run
 knows (``model_info.json``: labels, modalities, patch size, spacing, intensity normalisation, network preset)
-and turns the project's ``NormaliseIntensityd`` into MONAI transforms with the same result:
+and writes the preprocessing chain into the template's slot: ``custom_nets.data.preprocessing.chain_config`` in
+its portable form (MONAI transforms and ``$`` expressions of torch only), the chain the training cache was built
+with, so the exported bundle preprocesses exactly as the project does. The normalisation in it:
 
 * MRI: ``NormalizeIntensityd(nonzero=True, channel_wise=True)`` (z-score of the non-zero voxels, zeros stay 0);
 * CT: ``Lambdad`` clipping every channel to its window, then ``NormalizeIntensityd`` with the dataset's
@@ -17,60 +19,27 @@ from typing import Mapping
 
 import yaml
 
+from custom_nets.data.preprocessing import MIN_STD, chain_config, normalisation_config
 from custom_nets.nets.resenc import PRESETS
 
 __all__ = ["TEMPLATE", "MIN_STD", "check_model_info", "normalisation_transforms", "exported_inference_config", "network_kwargs",
-           "fill_normalisation_slot"]
+           "fill_chain_slot"]
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "inference.yaml"
-#: Smallest CT standard deviation divided by (as ``custom_nets.data.ct_normalisation``).
-MIN_STD = 1e-8
-_NORMALISATION_SLOT = {"_target_": "Compose", "transforms": "@normalisation"}
+#: The template's placeholder for the preprocessing chain (and the key it refers to, dropped when filled).
+_CHAIN_SLOT = {"_target_": "Compose", "transforms": "@preprocessing_chain"}
 _INFO_KEYS = ("network_preset", "num_channels", "labels", "spacing", "normalisation", "patch_size")
 
 
 def normalisation_transforms(normalisation: Mapping, keys: str = "image") -> list[dict]:
-    """MONAI transform configs equal to ``custom_nets.data.patches.NormaliseIntensityd(keys, normalisation)``.
+    """MONAI-only transform configs of the intensity normalisation (``normalisation_config``, portable form).
 
     Args:
-        normalisation: ``{"modality": "mri"}`` or ``{"modality": "ct", "statistics": {"channels": [{"low",
-            "high", "mean", "std"}, ...]}}`` (the ``normalisation`` entry of ``model_info.json``). MRI takes an
-            optional ``"nonzero": false`` (z-score over every voxel, nnU-Net's ZScoreNormalization without
-            ``use_mask_for_norm``; used by ``nnunet_import``).
+        normalisation: the ``normalisation`` entry of ``model_info.json`` (see
+            ``custom_nets.data.preprocessing.normalisation_config``).
         keys: image key.
-
-    Returns:
-        A list of ``{"_target_": ..., ...}`` transform configs.
     """
-    modality = normalisation.get("modality") if isinstance(normalisation, Mapping) else None
-    if modality == "mri":
-        nonzero = bool(normalisation.get("nonzero", True))
-        return [{"_target_": "NormalizeIntensityd", "keys": keys, "nonzero": nonzero, "channel_wise": True}]
-    if modality != "ct":
-        raise ValueError(
-            f"normalisation must name modality 'mri' or 'ct', got {normalisation!r}; export from a run whose "
-            "model_info.json was written by the fine-tuning bundle."
-        )
-    channels = (normalisation.get("statistics") or {}).get("channels")
-    if not channels:
-        raise ValueError("CT normalisation needs the dataset statistics ('statistics': {'channels': [...]}).")
-    lows = [float(c["low"]) for c in channels]
-    highs = [float(c["high"]) for c in channels]
-    view = "reshape(-1, *([1] * (x.ndim - 1)))"
-    clip = (
-        f"$lambda x: torch.clamp(x, torch.tensor({lows}, dtype=x.dtype, device=x.device).{view}, "
-        f"torch.tensor({highs}, dtype=x.dtype, device=x.device).{view})"
-    )
-    return [
-        {"_target_": "Lambdad", "keys": keys, "func": clip},
-        {
-            "_target_": "NormalizeIntensityd",
-            "keys": keys,
-            "subtrahend": [float(c["mean"]) for c in channels],
-            "divisor": [max(float(c["std"]), MIN_STD) for c in channels],
-            "channel_wise": True,
-        },
-    ]
+    return normalisation_config(normalisation, keys, portable=True)
 
 
 def network_kwargs(preset: str) -> dict:
@@ -117,19 +86,26 @@ def exported_inference_config(info: Mapping, template: str | Path = TEMPLATE) ->
         spacing=[float(s) for s in info["spacing"]],
     )
     config["network_def"].update(network_kwargs(info["network_preset"]))
-    fill_normalisation_slot(config, ["preprocessing"], info["normalisation"], template)
+    fill_chain_slot(config, ["preprocessing"], info["normalisation"], template)
     return config
 
 
-def fill_normalisation_slot(config: dict, path: list[str], normalisation: Mapping, template: str | Path) -> None:
-    """Replace the template's normalisation placeholder in ``config[path[0]][path[1]]...["transforms"]`` with the
-    model's transforms (``normalisation_transforms``) and drop the template's ``normalisation`` key; in place."""
+def fill_chain_slot(config: dict, path: list[str], normalisation: Mapping, template: str | Path, keys="image",
+                    mode="bilinear") -> None:
+    """Replace the template's chain placeholder in ``config[path[0]][path[1]]...["transforms"]`` with the
+    preprocessing chain (``chain_config``, portable, spacing ``@spacing``) and drop the template's
+    ``preprocessing_chain`` key; in place.
+
+    Args:
+        keys, mode: the chain's keys (image first) and ``Spacingd`` modes, e.g. ``["image", "label"]`` and
+            ``["bilinear", "nearest"]`` for training.
+    """
     section = config
     for key in path:
         section = section[key]
     transforms = section["transforms"]
-    if _NORMALISATION_SLOT not in transforms:
-        raise ValueError(f"template {template} has no normalisation slot {_NORMALISATION_SLOT} in {'#'.join(path)}.")
-    slot = transforms.index(_NORMALISATION_SLOT)
-    transforms[slot : slot + 1] = normalisation_transforms(normalisation)
-    del config["normalisation"]
+    if _CHAIN_SLOT not in transforms:
+        raise ValueError(f"template {template} has no preprocessing chain slot {_CHAIN_SLOT} in {'#'.join(path)}.")
+    slot = transforms.index(_CHAIN_SLOT)
+    transforms[slot : slot + 1] = chain_config(keys, "@spacing", normalisation, mode=mode, portable=True)
+    del config["preprocessing_chain"]

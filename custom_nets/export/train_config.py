@@ -2,8 +2,8 @@
 
 The template (``templates/train.yaml``) holds the recipe; this module fills in the same model section as the
 inference config (``model_info.json``: labels, modalities, channels, patch size, spacing, preset widths) and the
-same intensity normalisation (``inference_config.normalisation_transforms``), so that training patches are
-preprocessed exactly as the images the bundle segments.
+same preprocessing chain (``inference_config.fill_chain_slot``), so that training patches are preprocessed exactly
+as the images the bundle segments.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Mapping
 
 import yaml
 
-from custom_nets.export.inference_config import check_model_info, fill_normalisation_slot, network_kwargs
+from custom_nets.export.inference_config import check_model_info, fill_chain_slot, network_kwargs
 
 __all__ = ["TRAIN_TEMPLATE", "exported_train_config"]
 
@@ -29,11 +29,11 @@ def exported_train_config(info: Mapping, template: str | Path = TRAIN_TEMPLATE) 
         template: the train template. Defaults to ``TRAIN_TEMPLATE``.
 
     Returns:
-        The template with the model section filled and the normalisation transforms in ``train#preprocessing``.
+        The template with the model section filled and the preprocessing chain in ``train#preprocessing``.
 
     Raises:
         ValueError: ``info`` lacks entries, names an unknown preset or normalisation, or the template has no
-            normalisation slot.
+            preprocessing chain slot.
     """
     check_model_info(info)
     config = copy.deepcopy(yaml.safe_load(Path(template).read_text(encoding="utf-8")))
@@ -45,5 +45,6 @@ def exported_train_config(info: Mapping, template: str | Path = TRAIN_TEMPLATE) 
         spacing=[float(s) for s in info["spacing"]],
     )
     config["network_def"].update(network_kwargs(info["network_preset"]))
-    fill_normalisation_slot(config, ["train", "preprocessing"], info["normalisation"], template)
+    fill_chain_slot(config, ["train", "preprocessing"], info["normalisation"], template, keys=["image", "label"],
+                    mode=["bilinear", "nearest"])
     return config

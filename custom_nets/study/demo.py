@@ -14,7 +14,7 @@ import yaml
 
 from custom_nets.bundle_run import bundle_configs, run_bundle
 from custom_nets.data.atomic import atomic_write_text
-from custom_nets.data.demo_segmentation import write_demo_segmentation_dataset
+from custom_nets.data.demo import write_demo_segmentation_dataset
 from custom_nets.study.runner import run_study
 from custom_nets.study.schema import SCRATCH
 

@@ -62,7 +62,7 @@ def test_labeled_test_list_is_the_test_split_and_unlabeled_images_are_named_in_a
     tmp_path, write_nifti, caplog
 ):
     source = _msd(tmp_path / "task", write_nifti)
-    with caplog.at_level(logging.WARNING, logger="custom_nets.data.segmentation_datalist"):
+    with caplog.at_level(logging.WARNING, logger="custom_nets.data.labeled_dataset"):
         prepared = prepare_segmentation_dataset(source, tmp_path / "cache", num_workers=0)
     assert [e["case"] for e in prepared["training"]] == ["case_a", "case_t1", "case_t2"]
     assert prepared["test_cases"] == ["case_t1", "case_t2"]

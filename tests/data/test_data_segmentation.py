@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from custom_nets.data.demo_segmentation import make_demo_segmentation_case, write_demo_segmentation_dataset
+from custom_nets.data.demo import make_demo_segmentation_case, write_demo_segmentation_dataset
 from custom_nets.data.segmentation import (
     load_segmentation_datalist,
     make_splits,

@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from custom_nets.data.demo_segmentation import write_demo_segmentation_dataset
+from custom_nets.data.demo import write_demo_segmentation_dataset
 from custom_nets.nets import resenc_unet
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "s3d_finetune" / "configs"

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from custom_nets.data.demo_segmentation import write_demo_segmentation_dataset
+from custom_nets.data.demo import write_demo_segmentation_dataset
 from custom_nets.evaluation import binary_dice
 
 EVALUATE = Path(__file__).resolve().parents[2] / "bundles" / "s3d_finetune" / "configs" / "evaluate.yaml"
@@ -34,7 +34,7 @@ def test_preprocess_then_invert_reproduces_the_original_label(tmp_path):
     # the oracle prediction: the label pushed through the same spatial steps (nearest), as one-hot "probabilities"
     from monai.transforms import Compose, CropForegroundd, LoadImaged, Orientationd, Spacingd
 
-    from custom_nets.data.patches import nonzero
+    from custom_nets.data.preprocessing import nonzero
 
     spatial = Compose([
         LoadImaged(keys=["image", "label"], ensure_channel_first=True),

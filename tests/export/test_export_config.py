@@ -13,7 +13,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from export_helpers import run_python, write_image
-from custom_nets.data.patches import NormaliseIntensityd
+from custom_nets.data.preprocessing import NormaliseIntensityd
 from custom_nets.export.inference_config import exported_inference_config, normalisation_transforms
 
 CT = {

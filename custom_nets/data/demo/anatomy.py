@@ -1,55 +1,21 @@
-"""Synthetic brain-like MRI volumes, so that every bundle runs end to end without real data.
+"""The synthetic head shared by every demo generator: geometry, tissue rendering and scanner finish.
 
-The volumes are not anatomically faithful; they only need the statistics that matter for
-masked-autoencoder pre-training and for exercising preprocessing: a head on a zero background,
-layered tissues with partial-volume edges, folded grey/white-matter boundaries, dark or bright
-ventricles, focal lesions, a smooth multiplicative bias field and Rician noise. Contrast
-alternates with the seed (even seeds T1-like, odd seeds T2-like), so a demo dataset is a
-mixed-modality set.
-
-A head is built in three steps that other demo generators reuse: ``make_demo_anatomy`` draws the
-geometry, ``render_tissues`` paints it with one contrast, ``finish_volume`` adds texture, bias and
-noise. Rendering one anatomy with several contrasts gives co-registered multi-modal cases
-(``custom_nets.data.demo_segmentation``).
-
-``write_demo_dataset`` writes such volumes as NIfTI files plus an MSD-style datalist. Some files
-get an anisotropic spacing and some an LPS (instead of RAS) orientation, so that the
-reorientation and resampling steps of preprocessing are actually exercised.
+A head is built in three steps: ``make_demo_anatomy`` draws the geometry (size, pose, cortical
+folding, tissue borders, ventricles), ``render_tissues`` paints it with one contrast and
+``finish_volume`` adds texture, a smooth multiplicative bias field and Rician noise. Rendering one
+anatomy with several contrasts gives co-registered multi-modal cases. The heads are not
+anatomically faithful; they only need the statistics that matter for masked-autoencoder
+pre-training and for exercising preprocessing: a head on a zero background, layered tissues with
+partial-volume edges, folded grey/white-matter borders and fluid-filled ventricles.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-from custom_nets.data.atomic import atomic_save_nifti, atomic_write_text
-
-__all__ = [
-    "DemoAnatomy",
-    "finish_volume",
-    "make_demo_anatomy",
-    "make_demo_volume",
-    "render_tissues",
-    "write_demo_dataset",
-]
-
-logger = logging.getLogger(__name__)
-
-#: Anisotropic spacing (mm) used for every other file of the demo dataset.
-_ANISOTROPIC_SPACING = (1.2, 1.0, 1.5)
-
-#: Tissue intensities (scanner-like units) before bias field and noise, per contrast.
-#: T2-like swaps the ordering of fluid, grey and white matter relative to T1-like.
-_TISSUE_INTENSITY = {
-    "T1": {"scalp": 700.0, "skull": 1050.0, "csf": 140.0, "gm": 520.0, "wm": 820.0},
-    "T2": {"scalp": 450.0, "skull": 900.0, "csf": 1250.0, "gm": 780.0, "wm": 500.0},
-}
+__all__ = ["DemoAnatomy", "finish_volume", "make_demo_anatomy", "render_tissues", "soft_step"]
 
 
 def _check_shape_spacing(shape, spacing) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
@@ -78,7 +44,7 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _step(x: np.ndarray, width_mm: float = 0.6) -> np.ndarray:
+def soft_step(x: np.ndarray, width_mm: float = 0.6) -> np.ndarray:
     """Smooth 0 -> 1 transition at x = 0 (mm); models partial-volume edges between tissues."""
     return 0.5 * (1.0 + np.tanh(x / width_mm))
 
@@ -125,10 +91,11 @@ def make_demo_anatomy(rng: np.random.Generator, shape, spacing) -> DemoAnatomy:
     """Draw the head geometry (size, pose, folding, tissue borders, ventricles) from ``rng``.
 
     Args:
-        rng: random generator; the draws consumed here are the first draws of
-            ``make_demo_volume``, so it stays reproducible.
+        rng: random generator; the draws consumed here are the first draws of every demo
+            generator, so each stays reproducible.
         shape: array shape in voxels (x, y, z), at least 16 per axis.
-        spacing: voxel size in mm (x, y, z).
+        spacing: voxel size in mm (x, y, z). The head is sized from the field of view
+            (``shape * spacing`` mm); tissue layers have fixed thicknesses in mm.
     """
     shape, spacing = _check_shape_spacing(shape, spacing)
     sizes = np.asarray(shape, dtype=np.float64)
@@ -169,7 +136,7 @@ def make_demo_anatomy(rng: np.random.Generator, shape, spacing) -> DemoAnatomy:
     for side in (-1.0, 1.0):
         offset = np.array([side * 0.16 * semi_axes[0], 0.05 * semi_axes[1], 0.1 * semi_axes[2]])
         inside = sum(((u - o) / a) ** 2 for u, o, a in zip(local, offset, vent_axes))
-        ventricles = np.maximum(ventricles, _step(1.0 - np.sqrt(inside), 0.08))
+        ventricles = np.maximum(ventricles, soft_step(1.0 - np.sqrt(inside), 0.08))
         ellipsoids.append((offset, vent_axes))
     return DemoAnatomy(
         shape, spacing, affine, grid, local, semi_axes, radius, depth, fold,
@@ -192,7 +159,7 @@ def render_tissues(anatomy: DemoAnatomy, tissue: dict[str, float]) -> np.ndarray
         (csf_mm, tissue["gm"], 0.5),
         (gm_mm, tissue["wm"], 1.0),
     ):
-        image += (value - image) * _step(anatomy.depth - border - bend * anatomy.fold)
+        image += (value - image) * soft_step(anatomy.depth - border - bend * anatomy.fold)
     image += (tissue["csf"] - image) * anatomy.ventricles
     return image
 
@@ -221,112 +188,3 @@ def finish_volume(rng: np.random.Generator, anatomy: DemoAnatomy, image: np.ndar
 
     image[anatomy.radius > 1.0] = 0.0
     return np.clip(np.rint(image), 0, np.iinfo(np.int16).max).astype(np.int16)
-
-
-def make_demo_volume(
-    seed: int, shape=(80, 96, 80), spacing=(1.0, 1.0, 1.0)
-) -> tuple[np.ndarray, np.ndarray]:
-    """Render one deterministic synthetic head MRI.
-
-    Args:
-        seed: random seed; the same seed always gives the same array. Even seeds are
-            T1-like (white matter bright, fluid dark), odd seeds T2-like (fluid bright).
-        shape: array shape in voxels (x, y, z).
-        spacing: voxel size in mm (x, y, z). The head is sized from the field of view
-            (``shape * spacing`` mm), so it fills the same fraction of the array at any spacing
-            (an anisotropic spacing gives a proportionally stretched head); tissue layers have
-            fixed thicknesses in mm.
-
-    Returns:
-        ``(volume, affine)``: an ``int16`` array of ``shape`` with values in about 0..1500 and
-        exactly 0 outside the head, and the 4x4 RAS voxel-to-world affine (mm) that centres the
-        volume on the world origin.
-    """
-    shape, spacing = _check_shape_spacing(shape, spacing)
-    rng = np.random.default_rng(seed)
-    contrast = "T1" if seed % 2 == 0 else "T2"
-    anatomy = make_demo_anatomy(rng, shape, spacing)
-    image = render_tissues(anatomy, _TISSUE_INTENSITY[contrast])
-
-    # Focal lesions: gaussian blobs inside the white matter, bright or dark at random.
-    for _ in range(int(rng.integers(2, 6))):
-        direction = rng.normal(size=3)
-        direction /= np.linalg.norm(direction)
-        position = direction * rng.uniform(0.2, 0.55) * anatomy.semi_axes
-        width = rng.uniform(1.5, 4.0)
-        amplitude = rng.choice([-1.0, 1.0]) * rng.uniform(200.0, 400.0)
-        dist2 = sum((u - p) ** 2 for u, p in zip(anatomy.local, position))
-        image += amplitude * np.exp(-dist2 / (2.0 * width**2)).astype(np.float32)
-
-    return finish_volume(rng, anatomy, image), anatomy.affine
-
-
-def _to_lps(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Store the same world-space image with LPS axes (flip the first two array axes)."""
-    flipped = volume[::-1, ::-1, :].copy()
-    flip = np.eye(4)
-    for axis in (0, 1):
-        flip[axis, axis] = -1.0
-        flip[axis, 3] = volume.shape[axis] - 1
-    return flipped, affine @ flip
-
-
-def _nifti(volume: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
-    """Wrap an array as NIfTI with matching qform/sform (scanner-anatomical, code 1)."""
-    image = nib.Nifti1Image(volume, affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm", "sec")
-    return image
-
-
-def write_demo_dataset(out_dir, num_images: int = 8, seed: int = 0, shape=(80, 96, 80)) -> str:
-    """Write a small synthetic dataset and its MSD-style datalist; return the datalist path.
-
-    Files are ``out_dir/imagesTr/demo_XXX.nii.gz``; image ``i`` uses seed ``seed * 1000 + i``,
-    so contrast alternates T1-like/T2-like. Images with ``i % 4`` in {1, 3} get spacing
-    (1.2, 1.0, 1.5) mm, images with ``i % 4`` in {2, 3} are stored in LPS orientation.
-    ``out_dir/datalist.json`` is ``{"name": ..., "training": [{"image": "imagesTr/..."}]}`` with
-    paths relative to ``out_dir`` (plus ``demo_seed`` and ``demo_shape``). At the default shape
-    every file is larger than 200 kB, so it passes the default quality filter. Nothing is
-    rewritten when a datalist for the same images, seed and shape exists and all its images
-    exist; every file is written atomically, so concurrent callers are safe.
-    """
-    if int(num_images) < 1:
-        raise ValueError(f"num_images={num_images} must be at least 1: pass e.g. num_images=8")
-    out = Path(out_dir)
-    datalist_path = out / "datalist.json"
-    names = [f"imagesTr/demo_{i:03d}.nii.gz" for i in range(int(num_images))]
-    if datalist_path.is_file() and all((out / n).is_file() for n in names):
-        try:
-            existing = json.loads(datalist_path.read_text(encoding="utf-8"))
-            same = (
-                [e.get("image") for e in existing.get("training", [])] == names
-                and existing.get("demo_seed") == int(seed)
-                and existing.get("demo_shape") == [int(n) for n in shape]
-            )
-            if same:
-                logger.info("Demo dataset already present in %s", out)
-                return str(datalist_path)
-        except (OSError, ValueError, AttributeError):
-            pass  # unreadable or foreign datalist: rewrite it below
-
-    for i, name in enumerate(names):
-        spacing = _ANISOTROPIC_SPACING if i % 4 in (1, 3) else (1.0, 1.0, 1.0)
-        volume, affine = make_demo_volume(seed * 1000 + i, shape=shape, spacing=spacing)
-        if i % 4 in (2, 3):
-            volume, affine = _to_lps(volume, affine)
-        atomic_save_nifti(_nifti(volume, affine), out / name)
-
-    datalist = {
-        "name": "S3D synthetic brain MRI demo",
-        "description": "Synthetic head volumes (T1-like and T2-like) for smoke-testing pre-training",
-        "modality": {"0": "MRI"},
-        "numTraining": len(names),
-        "demo_seed": int(seed),
-        "demo_shape": [int(n) for n in shape],
-        "training": [{"image": n} for n in names],
-    }
-    atomic_write_text(datalist_path, json.dumps(datalist, indent=2) + "\n")
-    logger.info("Wrote %d synthetic demo volumes to %s", len(names), out)
-    return os.fspath(datalist_path)

@@ -1,6 +1,6 @@
-"""Synthetic labeled multi-modal head MRIs, so that the fine-tuning bundle runs end to end without data.
+"""Labeled synthetic multi-modal head MRIs in the MSD/nnU-Net layout, for the fine-tuning bundle.
 
-Every case is one synthetic head (``custom_nets.data.demo.make_demo_anatomy``) rendered with several
+Every case is one synthetic head (``custom_nets.data.demo.anatomy``) rendered with several
 contrasts: the modalities of a case are co-registered (same anatomy, same voxel grid), only tissue
 intensities, texture, bias field and noise differ. The label map has two foreground classes that a
 small network can learn:
@@ -14,8 +14,8 @@ small network can learn:
 ``write_demo_segmentation_dataset`` stores cases in the nnU-Net/MSD layout: ``imagesTr/case_XXX_MMMM``
 (one file per modality ``MMMM``), ``labelsTr/case_XXX`` (uint8) and ``dataset.json``. Cases with
 ``index % 4`` in {1, 3} get spacing (1.2, 1.0, 1.5) mm and cases with ``index % 4`` in {2, 3} are
-stored in LPS orientation (image and label alike), so the reorientation and resampling of
-preprocessing are exercised together with the label.
+stored in LPS orientation (image and label alike, ``custom_nets.data.demo.files``), so the
+reorientation and resampling of preprocessing are exercised together with the label.
 """
 
 from __future__ import annotations
@@ -27,17 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from custom_nets.data.atomic import atomic_save_nifti, atomic_write_text
-from custom_nets.data.demo import (
-    _ANISOTROPIC_SPACING,
-    DemoAnatomy,
-    _nifti,
-    _step,
-    _to_lps,
-    finish_volume,
-    make_demo_anatomy,
-    render_tissues,
-)
+from custom_nets.data.atomic import atomic_write_text
+from custom_nets.data.demo.anatomy import DemoAnatomy, finish_volume, make_demo_anatomy, render_tissues, soft_step
+from custom_nets.data.demo.files import case_spacing, save_demo_nifti
 
 __all__ = ["DEMO_LABELS", "DEMO_CONTRASTS", "make_demo_segmentation_case", "write_demo_segmentation_dataset"]
 
@@ -97,12 +89,13 @@ def _lesion_map(rng: np.random.Generator, anatomy: DemoAnatomy) -> np.ndarray:
         pick = int(candidates[rng.integers(candidates.size)])
         centre = np.array([float(u.flat[pick]) for u in anatomy.local])
         rho = np.sqrt(sum(((u - c) / a) ** 2 for u, c, a in zip(anatomy.local, centre, radii)))
-        lesions = np.maximum(lesions, _step((1.0 - rho) * float(radii.mean())))
+        lesions = np.maximum(lesions, soft_step((1.0 - rho) * float(radii.mean())))
         placed.append((centre, reach))
     return lesions
 
 
 def _check_modalities(modalities) -> tuple[str, ...]:
+    """Modality names as a tuple; a ``ValueError`` names the unknown or repeated ones and the valid choices."""
     names = (modalities,) if isinstance(modalities, str) else tuple(modalities)
     unknown = [m for m in names if m not in DEMO_CONTRASTS]
     if not names or unknown or len(set(names)) != len(names):
@@ -151,10 +144,12 @@ def make_demo_segmentation_case(
 
 
 def _case_files(index: int, names: tuple[str, ...], folder: str) -> list[str]:
+    """Relative image paths of case ``index`` in ``folder``, one ``case_XXX_MMMM.nii.gz`` per modality."""
     return [f"{folder}/case_{index:03d}_{m:04d}.nii.gz" for m in range(len(names))]
 
 
 def _demo_settings(num_cases: int, num_test: int, seed: int, shape, names) -> dict:
+    """The writer's arguments as stored under ``"demo"`` in ``dataset.json`` (to detect a finished dataset)."""
     return {
         "seed": int(seed), "shape": [int(n) for n in shape], "modalities": list(names),
         "num_cases": int(num_cases), "num_test": int(num_test),
@@ -211,13 +206,11 @@ def write_demo_segmentation_dataset(
         return os.fspath(out / "dataset.json")
 
     for index, entry in enumerate(training + test):
-        spacing = _ANISOTROPIC_SPACING if index % 4 in (1, 3) else (1.0, 1.0, 1.0)
-        volumes, label, affine = make_demo_segmentation_case(seed, index, shape, spacing, names)
+        volumes, label, affine = make_demo_segmentation_case(seed, index, shape, case_spacing(index), names)
         arrays = [*volumes, label] if "label" in entry else volumes
         paths = [*entry["image"], entry["label"]] if "label" in entry else entry["image"]
         for array, path in zip(arrays, paths):
-            stored, stored_affine = _to_lps(array, affine) if index % 4 in (2, 3) else (array, affine)
-            atomic_save_nifti(_nifti(stored, stored_affine), out / path)
+            save_demo_nifti(out / path, array, affine, index)
 
     dataset = {
         "name": "S3D synthetic brain MRI segmentation demo",

@@ -1,4 +1,8 @@
-"""Read a labeled MSD-style ``dataset.json`` into cases with absolute paths, a class table and modality names.
+"""The labeled-dataset layer over the datalist reader: a class table, modality names, the test list, case problems.
+
+``read_segmentation_dataset`` reads the entries of an MSD-style ``dataset.json`` with the one datalist reader
+(``custom_nets.data.datalist.read_entries``: absolute paths, the messages of ``custom_nets.data.dataset_source``)
+and adds what a labeled dataset declares beyond its entries.
 
 Accepted layout (Medical Segmentation Decathlon / nnU-Net)::
 
@@ -10,11 +14,12 @@ Accepted layout (Medical Segmentation Decathlon / nnU-Net)::
 
 ``image`` is one file or a list of co-registered files, one per modality, stacked as channels in
 list order; a single 4D file whose fourth axis holds the modalities (MSD brain tumour, prostate)
-also works. Paths are relative to the folder of ``dataset.json`` unless absolute. Class values
-must be the consecutive integers 0 (background), 1, ..., as nnU-Net requires.
+also works. Paths are relative to the folder of ``dataset.json`` unless absolute (``~`` and a
+leading ``$VARIABLE`` are expanded). Class values must be the consecutive integers 0 (background),
+1, ..., as nnU-Net requires.
 
-Each case gets a ``case`` id from its label file name (``labelsTr/a.nii.gz`` -> ``a``; see
-``custom_nets.data.case_ids``), which names it in every message and in the splits.
+Each case gets a ``case`` id from its label file name (``labelsTr/a.nii.gz`` -> ``a``;
+``custom_nets.data.datalist.entry_case_ids``), which names it in every message and in the splits.
 
 Held-out cases (MSD's ``test`` list): labeled entries of ``test`` (``{"image": ..., "label": ...}``)
 are read with the training cases, named in ``SegmentationDataset.test_cases`` and become the test
@@ -40,8 +45,8 @@ from pathlib import Path
 
 import nibabel as nib
 
-from custom_nets.data.case_ids import dataset_case_ids
-from custom_nets.data.datalist import _read_json, _resolve, _select_list
+from custom_nets.data.datalist import entry_case_ids, entry_images, read_entries, read_entry
+from custom_nets.data.dataset_source import entry_list, entry_where, read_json, source_path
 from custom_nets.data.paths import input_problem, read_fix
 from custom_nets.data.quality import is_nibabel_file
 
@@ -55,6 +60,12 @@ _DATASET_FILE = "dataset.json"
 TEST_KEY = "test"
 
 _LABELS_HINT = '"labels": {"0": "background", "1": "<name of class 1>", ...}'
+
+#: What ``read_segmentation_dataset`` reads, for the fixes of its messages.
+_ACCEPTED = (
+    "the MSD-style dataset.json of a labeled dataset (with 'labels' and a 'training' list of {'image', 'label'} "
+    "entries) or the folder that holds it"
+)
 
 
 @dataclass(frozen=True)
@@ -96,18 +107,10 @@ class SegmentationDataset:
 
 
 def _dataset_path(source) -> Path:
-    if source is None or not os.fspath(source):
-        raise ValueError("dataset source is empty: pass a dataset.json file or the folder that holds it")
-    path = Path(os.path.normpath(Path(os.path.expanduser(os.fspath(source))).absolute()))
+    """The ``dataset.json`` that ``source`` (the file or its folder) names."""
+    path = source_path(source, _ACCEPTED)
     if path.is_dir():
-        if not (path / _DATASET_FILE).is_file():
-            raise FileNotFoundError(
-                f"folder '{path}' has no {_DATASET_FILE}: pass the MSD-style dataset.json of a labeled dataset "
-                "(with 'labels' and a 'training' list of {'image', 'label'} entries)"
-            )
-        path = path / _DATASET_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset file '{path}' does not exist: pass the dataset.json of a labeled dataset")
+        return source_path(path / _DATASET_FILE, _ACCEPTED)
     return path
 
 
@@ -115,7 +118,9 @@ def _int_key(text, what: str, path: Path) -> int:
     try:
         return int(str(text).strip())
     except ValueError as err:
-        raise ValueError(f"dataset '{path}' {what} key {text!r} is not an integer index") from err
+        raise ValueError(
+            f"dataset '{path}' {what} key {text!r} is not an integer index: number the keys \"0\", \"1\", ..."
+        ) from err
 
 
 def parse_labels(data: dict, path: Path) -> dict[int, str]:
@@ -184,25 +189,6 @@ def _channel_count(images: list[str], expected: int) -> int:
         return len(images)
 
 
-def _raw_cases(raw: list, path: Path, key: str = "training") -> list[tuple[list[str], str | None, dict]]:
-    """``(image paths, label path or None, extra keys)`` per entry; malformed entries raise."""
-    cases = []
-    for index, item in enumerate(raw):
-        where = f"entry {index} of dataset '{path}'" + (f" '{key}' list" if key != "training" else "")
-        if isinstance(item, (str, os.PathLike)):
-            item = {"image": os.fspath(item)}
-        if not isinstance(item, dict) or "image" not in item:
-            raise ValueError(
-                f"{where} is {item!r}: use {{\"image\": [<modality files>], \"label\": <label file>}}"
-            )
-        images = _resolve(item["image"], path.parent, where)
-        images = images if isinstance(images, list) else [images]
-        label = _resolve(item["label"], path.parent, where) if item.get("label") is not None else None
-        extra = {k: v for k, v in item.items() if k not in ("image", "label", "case")}
-        cases.append((images, label, extra))
-    return cases
-
-
 def _modality_problem(case: str, count: int, expected: int, names: list[str] | None) -> CaseProblem | None:
     if count == expected:
         return None
@@ -220,24 +206,22 @@ def _file_problem(case: str, images: list[str], label: str | None, names: list[s
         what = f"{name} {kind} file".replace("  ", " ")
         problem = input_problem(file)
         if problem and problem.startswith("permission_denied"):
-            return CaseProblem(
-                case, "permission_denied", f"case '{case}': {what} '{file}' cannot be read by this user; {read_fix(file)}"
-            )
+            message = f"case '{case}': {what} '{file}' cannot be read by this user; {read_fix(file)}"
+            return CaseProblem(case, "permission_denied", message)
         if problem:
             state = "is a folder, not a file" if "folder" in problem else "does not exist"
             return CaseProblem(case, "missing", f"case '{case}': {what} '{file}' {state}")
     return None
 
 
-def _labeled_test_entries(data: dict, path: Path) -> tuple[list, int]:
-    """The labeled entries of the ``test`` list and the number of unlabeled ones."""
-    raw = data.get(TEST_KEY) or []
-    if not isinstance(raw, list):
-        raise ValueError(
-            f"dataset '{path}' '{TEST_KEY}' holds a {type(raw).__name__}, not a list: use "
-            '[{"image": ..., "label": ...}] for held-out labeled cases (or image paths for inference only)'
-        )
-    labeled = [item for item in raw if isinstance(item, dict) and item.get("label") is not None]
+def _labeled_test_entries(data: dict, path: Path) -> tuple[list[dict], int]:
+    """The labeled entries of the ``test`` list (read as the ``training`` ones) and the number of unlabeled ones."""
+    raw = entry_list(data, TEST_KEY, path) if data.get(TEST_KEY) is not None else []
+    labeled = [
+        read_entry(item, path.parent, entry_where(path, TEST_KEY, index))
+        for index, item in enumerate(raw)
+        if isinstance(item, dict) and item.get("label") is not None
+    ]
     unlabeled = len(raw) - len(labeled)
     if unlabeled:
         logger.warning(
@@ -248,20 +232,16 @@ def _labeled_test_entries(data: dict, path: Path) -> tuple[list, int]:
     return labeled, unlabeled
 
 
-def _case_ids(cases: list, test_cases: list, path: Path) -> list[str]:
-    """Ids for the training then the test cases; a test id equal to a training id gets a hash suffix."""
-    sources = [label or images[0] for images, label, _ in cases]
-    test_sources = [label for _, label, _ in test_cases]
+def _check_held_out(training: list[dict], test: list[dict], path: Path) -> None:
+    """A labeled test case must not also be a training case."""
+    sources = [entry.get("label") or entry_images(entry)[0] for entry in training]
+    test_sources = [entry["label"] for entry in test]
     both = sorted(set(sources) & set(test_sources))
     if both:
         raise ValueError(
             f"dataset '{path}' lists '{both[0]}' under both 'training' and '{TEST_KEY}': a held-out case must not "
             f"be trained on; remove it from one of the lists ({len(both)} such case(s))"
         )
-    # the one rule of the project (custom_nets.data.case_ids), shared with inference and evaluation
-    return dataset_case_ids(
-        [(images, label) for images, label, _ in cases], [(images, label) for images, label, _ in test_cases]
-    )
 
 
 def read_segmentation_dataset(source, key: str = "training", include_test: bool = True) -> SegmentationDataset:
@@ -275,34 +255,35 @@ def read_segmentation_dataset(source, key: str = "training", include_test: bool 
 
     Raises:
         FileNotFoundError: ``source`` or its ``dataset.json`` does not exist.
+        PermissionError: this user may not read ``dataset.json``.
         ValueError: invalid JSON, no ``labels`` declaration, no ``key`` list, a malformed entry, a
             case listed under both ``training`` and ``test``.
     """
     path = _dataset_path(source)
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
-        raise ValueError(f"dataset '{path}' holds a JSON {type(data).__name__}: it must be an MSD-style dict")
+        raise ValueError(
+            f"dataset '{path}' holds a JSON {type(data).__name__}: it must be an MSD-style dict with 'labels' and "
+            f"a '{key}' list"
+        )
     labels = parse_labels(data, path)
     declared = parse_modalities(data, path)
-    raw = _select_list(data, key, path)
-    if not raw:
-        raise ValueError(
-            f"dataset '{path}' has an empty '{key}' list: add entries like {{\"image\": [...], \"label\": ...}}"
-        )
-    test_raw, unlabeled_test = _labeled_test_entries(data, path) if include_test and key != TEST_KEY else ([], 0)
-    cases = _raw_cases(raw, path, key)
-    test_cases = _raw_cases(test_raw, path, TEST_KEY)
-    ids = _case_ids(cases, test_cases, path)
-    labeled = any(label is not None for _, label, _ in cases)
+    training = read_entries(data, key, path, path.parent)
+    test, unlabeled_test = _labeled_test_entries(data, path) if include_test and key != TEST_KEY else ([], 0)
+    _check_held_out(training, test, path)
+    ids = entry_case_ids(training, test)  # the one rule of the project, shared with inference and evaluation
+    labeled = any(entry.get("label") is not None for entry in training)
     if declared is not None:
         expected = len(declared)
     else:
-        counts = Counter(len(images) for images, _, _ in cases)
+        counts = Counter(len(entry_images(entry)) for entry in training)
         expected = max(counts, key=lambda n: (counts[n], n))
     names = declared or [f"channel_{i}" for i in range(expected)]
 
     entries, problems, held_out = [], [], []
-    for index, ((images, label, extra), case) in enumerate(zip(cases + test_cases, ids)):
+    for index, (read, case) in enumerate(zip(training + test, ids)):
+        images, label = entry_images(read), read.get("label")
+        extra = {k: v for k, v in read.items() if k not in ("image", "label", "case")}
         problem = None
         if labeled and label is None:
             problem = CaseProblem(case, "missing", f"case '{case}' has no 'label': add \"label\": <label file>")
@@ -315,7 +296,7 @@ def read_segmentation_dataset(source, key: str = "training", include_test: bool 
         if label is not None:
             entry["label"] = label
         entries.append(entry)
-        if index >= len(cases):
+        if index >= len(training):
             held_out.append(case)
     logger.info(
         "Read %d cases (%d with problems, %d held out in the '%s' list) from %s",
