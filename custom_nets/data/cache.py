@@ -128,7 +128,8 @@ def build_cache(
     """
     todo = plan(inputs, list(case_ids), records, cache, keys[0])
     logger.info(
-        "Preprocessing %d of %d cases into %s (%d already cached)", len(todo), len(inputs), cache, len(inputs) - len(todo)
+        "Preprocessing %d of %d cases into %s (%d already cached)",
+        len(todo), len(inputs), cache, len(inputs) - len(todo),
     )
     tasks = [
         {"inputs": item, "keys": list(keys), "case_id": case_id, "cache_dir": str(cache), "stamp": stamp, **settings}

@@ -213,6 +213,44 @@ def _warn_small_images(training: list[dict], patch_size) -> None:
         )
 
 
+def _joins_process_group(rank: int, world_size: int) -> bool:
+    """Whether this call is one of ``world_size`` ranks of an initialised process group (checked to agree)."""
+    if not (world_size > 1 and is_initialized()):
+        return False
+    import torch.distributed as dist
+
+    if dist.get_world_size() != world_size or dist.get_rank() != rank:
+        raise ValueError(
+            f"rank={rank}, world_size={world_size} disagree with the process group "
+            f"(rank {dist.get_rank()} of {dist.get_world_size()}): pass the process group's rank and size"
+        )
+    return True
+
+
+def _demo_datalist(cache: Path, rank: int, distributed: bool) -> Path:
+    """Write the synthetic demo dataset into ``<cache>/demo_source`` (rank 0) and return its datalist."""
+    source = cache / DEMO_SOURCE_FOLDER
+    logger.warning("No dataset_dir given: using the synthetic demo dataset in %s", source)
+    if rank == 0 or not distributed:
+        write_demo_dataset(source)
+    if distributed:
+        barrier()
+    return source / "datalist.json"
+
+
+def _all_ranks_results(entries: list[dict], keys: tuple[str, ...], cache: Path, selected_out: list) -> dict:
+    """Every rank's records merged into ``{"training", "excluded"}``; a case no rank has finished is an error."""
+    result, unfinished = collect_results(_case_inputs(entries, keys, warn=False), read_manifests(cache), cache)
+    result["excluded"] = [*selected_out, *result["excluded"]]
+    if unfinished:
+        raise RuntimeError(
+            f"{len(unfinished)} of {len(unfinished) + len(result['training']) + len(result['excluded'])} cases in "
+            f"'{cache}' have not been preprocessed by the other ranks yet: initialise torch.distributed before "
+            "calling prepare_dataset, or run it once with world_size=1"
+        )
+    return result
+
+
 def prepare_dataset(
     dataset_dir,
     cache_dir,
@@ -261,23 +299,9 @@ def prepare_dataset(
         )
     cache = Path(check_writable_dir(cache_dir, "cache folder", "--cache_dir"))
     quality = _as_thresholds(thresholds)
-    distributed = world_size > 1 and is_initialized()
-    if distributed:
-        import torch.distributed as dist
-
-        if dist.get_world_size() != world_size or dist.get_rank() != rank:
-            raise ValueError(
-                f"rank={rank}, world_size={world_size} disagree with the process group "
-                f"(rank {dist.get_rank()} of {dist.get_world_size()}): pass the process group's rank and size"
-            )
+    distributed = _joins_process_group(rank, world_size)
     if dataset_dir is None:
-        source = cache / DEMO_SOURCE_FOLDER
-        logger.warning("No dataset_dir given: using the synthetic demo dataset in %s", source)
-        if rank == 0 or not distributed:
-            write_demo_dataset(source)
-        if distributed:
-            barrier()
-        dataset_dir = source / "datalist.json"
+        dataset_dir = _demo_datalist(cache, rank, distributed)
 
     keys = ("image", "anonymization_mask")
     entries = _without_cache_outputs(load_datalist(dataset_dir), cache, keys)
@@ -296,15 +320,7 @@ def prepare_dataset(
         logger.warning(
             "world_size=%d but torch.distributed is not initialised: cannot wait for the other ranks", world_size
         )
-
-    result, unfinished = collect_results(_case_inputs(entries, keys, warn=False), read_manifests(cache), cache)
-    result["excluded"] = [*selected_out, *result["excluded"]]
-    if unfinished:
-        raise RuntimeError(
-            f"{len(unfinished)} of {len(unfinished) + len(result['training']) + len(result['excluded'])} cases in "
-            f"'{cache}' have not been preprocessed by the other ranks yet: initialise torch.distributed before "
-            "calling prepare_dataset, or run it once with world_size=1"
-        )
+    result = _all_ranks_results(entries, keys, cache, selected_out)
     if rank == 0 and (world_size > 1 or not entries):
         cache.mkdir(parents=True, exist_ok=True)
         write_results(result, cache)

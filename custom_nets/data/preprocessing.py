@@ -33,7 +33,8 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
-__all__ = ["MIN_STD", "RAS_LABELS", "ClipChannels", "NormaliseIntensityd", "chain_config", "nonzero", "normalisation_config", "preprocessing_chain"]
+__all__ = ["MIN_STD", "RAS_LABELS", "ClipChannels", "NormaliseIntensityd", "chain_config", "nonzero",
+           "normalisation_config", "preprocessing_chain"]
 
 #: Smallest CT standard deviation divided by (a constant foreground would divide by 0), as nnU-Net.
 MIN_STD = 1e-8

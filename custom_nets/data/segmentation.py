@@ -51,7 +51,8 @@ from custom_nets.data.labeled_dataset import load_segmentation_datalist, read_se
 from custom_nets.data.spacing import resolve_target_spacing
 from custom_nets.data.splits import make_splits, select_split
 
-__all__ = ["labeled_source", "load_segmentation_datalist", "make_splits", "prepare_segmentation_dataset", "select_split"]
+__all__ = ["labeled_source", "load_segmentation_datalist", "make_splits", "prepare_segmentation_dataset",
+           "select_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +134,8 @@ def _write_outputs(
     return str(cache / "dataset.json")
 
 
-def _prepare(source, cache: Path, target_spacing, modality, ct_clip, num_workers, key, write: bool) -> dict:
-    dataset = read_segmentation_dataset(source, key)
+def _labeled_entries(dataset, key: str) -> tuple[list[dict], list[tuple], list[tuple]]:
+    """The dataset's usable labeled entries, and its ``(case, reason)`` problems: ``(entries, errors, skipped)``."""
     skipped = [(p.case, p.reason) for p in dataset.problems if p.code not in ERROR_CODES]
     errors = [(p.case, p.reason) for p in dataset.problems if p.code in ERROR_CODES]
     entries = [e for e in dataset.entries if "label" in e]
@@ -142,24 +143,29 @@ def _prepare(source, cache: Path, target_spacing, modality, ct_clip, num_workers
         raise ValueError(f"the '{key}' list of '{dataset.path}' has no labels: pass the key of the labeled cases")
     if not entries:
         raise ValueError(f"no usable case in '{dataset.path}':\n{_format_cases(errors + skipped)}")
+    return entries, errors, skipped
+
+
+def _case_settings(dataset, entries, cache: Path, target_spacing, modality, ct_clip, num_workers) -> dict:
+    """What every case's task gets (spacing, classes, channels, normalisation, thresholds); refuses a cache that
+    was built with other settings (``check_settings``)."""
     spacing = resolve_target_spacing(target_spacing, [e["image"][0] for e in entries])
     normalisation: dict = {"modality": modality}
     if modality == "ct":
         workers = worker_count(num_workers, len(entries))
         normalisation["statistics"] = ct_statistics(entries, workers, ct_clip, cache / "intensity_statistics.json")
-    classes = sorted(dataset.labels)
     check_settings(cache, {
         "task": "segmentation", "keys": ["image", "label"], "target_spacing": list(spacing),
         "normalisation": normalisation, "labels": {str(k): v for k, v in dataset.labels.items()},
         "modalities": dataset.modalities, "thresholds": vars(LABELED_DATA_THRESHOLDS),
     })
+    return {"target_spacing": spacing, "classes": sorted(dataset.labels), "channels": len(dataset.modalities),
+            "normalisation": normalisation, "thresholds": LABELED_DATA_THRESHOLDS}
 
-    inputs = [{"image": list(e["image"]), "label": e["label"]} for e in entries]
-    settings = {"target_spacing": spacing, "classes": classes, "channels": len(dataset.modalities),
-                "normalisation": normalisation, "thresholds": LABELED_DATA_THRESHOLDS}
-    records = build_cache(inputs, [e["case"] for e in entries], cache, ["image", "label"], settings,
-                          read_manifests(cache), num_workers)
 
+def _cached_cases(entries, inputs, records, cache: Path, classes, errors: list, skipped: list) -> tuple:
+    """``(training entries with cached paths, cases with an empty label, voxels per class)``; a case that was not
+    cached goes to ``errors`` or ``skipped`` by its reason code; warnings of kept cases are logged."""
     training, empty, class_voxels = [], [], np.zeros(len(classes), dtype=np.int64)
     for entry, item in zip(entries, inputs):
         record = records[entry_identity(item)]
@@ -173,6 +179,18 @@ def _prepare(source, cache: Path, target_spacing, modality, ct_clip, num_workers
             logger.warning("Case '%s': %s", case, warning)
             if warning.startswith("empty_label"):
                 empty.append(case)
+    return training, empty, class_voxels
+
+
+def _prepare(source, cache: Path, target_spacing, modality, ct_clip, num_workers, key, write: bool) -> dict:
+    dataset = read_segmentation_dataset(source, key)
+    entries, errors, skipped = _labeled_entries(dataset, key)
+    settings = _case_settings(dataset, entries, cache, target_spacing, modality, ct_clip, num_workers)
+    inputs = [{"image": list(e["image"]), "label": e["label"]} for e in entries]
+    records = build_cache(inputs, [e["case"] for e in entries], cache, ["image", "label"], settings,
+                          read_manifests(cache), num_workers)
+    classes, spacing, normalisation = settings["classes"], settings["target_spacing"], settings["normalisation"]
+    training, empty, class_voxels = _cached_cases(entries, inputs, records, cache, classes, errors, skipped)
     for case, reason in skipped:
         logger.warning("Skipping case '%s': %s", case, reason)
     if errors:
@@ -199,9 +217,8 @@ def _prepare(source, cache: Path, target_spacing, modality, ct_clip, num_workers
     )
     return {
         "training": training, "test_cases": test_cases, "labels": dict(dataset.labels), "spacing": list(spacing),
-        "skipped": skipped,
-        "modalities": list(dataset.modalities), "empty_labels": empty, "normalisation": normalisation,
-        "datalist": datalist,
+        "skipped": skipped, "modalities": list(dataset.modalities), "empty_labels": empty,
+        "normalisation": normalisation, "datalist": datalist,
     }
 
 
