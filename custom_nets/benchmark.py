@@ -50,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -544,15 +545,22 @@ def append_results(path: str | os.PathLike, entry: dict) -> None:
     atomic_write_text(path, json.dumps({"runs": runs + [entry]}, indent=2) + "\n")
 
 
-# ---------------------------------------------------------------- entry points
+# ---------------------------------------------------------------- shared by both entry points
 
 
 def _check_device(device: str) -> torch.device:
+    """``device`` ("cuda" or "cpu") as a ``torch.device``; raises when it is neither, or "cuda" without a GPU."""
     if device not in ("cuda", "cpu"):
         raise ValueError(f"device must be 'cuda' or 'cpu', got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but torch sees no GPU: run on a GPU machine or pass --device cpu")
     return torch.device(device)
+
+
+def _check_precision(precision: str) -> None:
+    """Raise unless ``precision`` is one of ``custom_nets.memory.PRECISIONS`` (the bundle's ``amp`` on or off)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}; e.g. --precision bf16")
 
 
 def _speed_overrides(compile: Any, channels_last: Any, fused_norm: Any) -> dict:
@@ -563,6 +571,151 @@ def _speed_overrides(compile: Any, channels_last: Any, fused_norm: Any) -> dict:
         "fused_norm": _as_optional_bool(fused_norm, "fused_norm"),
     }
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _entry_head(device: torch.device, settings: dict, mode: str | None = None) -> dict:
+    """The first keys of a run in the results file: ``date`` (UTC, to the second), ``mode`` when given,
+    ``environment`` (versions and hardware of ``device``) and ``settings``; each entry point adds its ``results``
+    and ``summary`` after them, so both kinds of run read the same way in the JSON."""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **({} if mode is None else {"mode": mode}),
+        "environment": environment(device),
+        "settings": settings,
+    }
+
+
+def _report(entry: dict, table: str, output: str | os.PathLike | None) -> None:
+    """Print ``table`` (the finished ``entry`` as Markdown) and append ``entry`` to the results JSON ``output``
+    (older runs kept); None writes nothing."""
+    print(table)
+    if output is not None:
+        append_results(output, entry)
+
+
+# ---------------------------------------------------------------- step benchmark
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The checked arguments of one step-benchmark run (``run_benchmark``): what every row is measured with."""
+
+    preset: str  # network preset of custom_nets.nets.PRESETS
+    patch: tuple[int, int, int]  # (D, H, W) in voxels, multiples of the preset's total stride
+    names: tuple[str, ...]  # rows to measure, in order: a subset of MODELS
+    batch_size: int  # samples per step
+    steps: int  # timed iterations per row
+    warmup: int  # untimed iterations first
+    device: str  # "cuda" or "cpu", as given
+    torch_device: torch.device
+    precision: str  # "bf16" or "fp32"
+    cudnn_benchmark: bool  # torch.backends.cudnn.benchmark while the rows run: asked for and on CUDA
+    memory: bool  # count the bytes kept for backward
+    seed: int  # weights, synthetic data and masks
+    overrides: dict  # bundle settings every model row and the memory count are built with
+
+
+def _step_plan(
+    preset: str, patch_size: int | Sequence[int], batch_size: int, steps: int, warmup: int, device: str,
+    precision: str, compile: bool | str | None, channels_last: bool | str | None, fused_norm: bool | str | None,
+    models: str | Sequence[str], cudnn_benchmark: bool | str, memory: bool | str, block_size: int | None,
+    mask_ratio: Sequence[float] | None, seed: int,
+) -> StepPlan:
+    """Check ``run_benchmark``'s arguments before anything is built or timed (the first wrong one raises, naming
+    the value) and resolve them into a ``StepPlan``."""
+    from custom_nets.nets import PRESETS
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset '{preset}'; choose one of {sorted(PRESETS)}, e.g. --preset tiny")
+    patch = _as_patch(patch_size)
+    names = _as_models(models)
+    speed = _speed_overrides(compile, channels_last, fused_norm)
+    cudnn_benchmark, memory = _as_bool(cudnn_benchmark, "cudnn_benchmark"), _as_bool(memory, "memory")
+    _check_precision(precision)
+    if int(batch_size) < 1 or int(steps) < 1 or int(warmup) < 0:
+        raise ValueError(f"need batch_size >= 1, steps >= 1 and warmup >= 0, got {batch_size}, {steps}, {warmup}")
+    torch_device = _check_device(device)
+    divisor = int(np.prod(PRESETS[preset]["strides"]))
+    if any(p % divisor for p in patch):
+        raise ValueError(
+            f"patch_size {patch} must be a multiple of {divisor} for preset '{preset}'; e.g. {divisor * 5}"
+        )
+    overrides = {
+        "patch_size": list(patch), "batch_size": int(batch_size), "amp": precision == "bf16", "seed": int(seed),
+        **speed,
+        **({} if block_size is None else {"block_size": int(block_size)}),
+        **({} if mask_ratio is None else {"mask_ratio": _as_mask_ratio(mask_ratio)}),
+    }
+    return StepPlan(
+        preset=preset, patch=patch, names=names, batch_size=int(batch_size), steps=int(steps), warmup=int(warmup),
+        device=device, torch_device=torch_device, precision=precision,
+        cudnn_benchmark=cudnn_benchmark and device == "cuda", memory=memory, seed=int(seed), overrides=overrides,
+    )
+
+
+def _step_settings(plan: StepPlan, bundle: dict, loader_workers: int | None, dataset_dir: str | None) -> dict:
+    """The ``settings`` of a step-benchmark entry: the plan, and from ``bundle`` (the S3D step's resolved bundle
+    settings, kept whole under ``bundle``) the values the command line may have left to the bundle."""
+    cuda_bf16 = plan.precision == "bf16" and plan.device == "cuda"
+    return {
+        "preset": plan.preset, "patch_size": list(plan.patch), "batch_size": plan.batch_size, "steps": plan.steps,
+        "warmup": plan.warmup, "device": plan.device, "precision": plan.precision,
+        "autocast": "bf16" if cuda_bf16 else "none (the bundle autocasts on CUDA only)",
+        "compile": bundle["compile"], "channels_last": bundle["channels_last"], "fused_norm": bundle["fused_norm"],
+        "models": list(plan.names), "block_size": bundle["block_size"], "mask_ratio": bundle["mask_ratio"],
+        "cudnn_benchmark": plan.cudnn_benchmark, "loader_workers": loader_workers,
+        "dataset_dir": dataset_dir, "seed": plan.seed, "bundle": bundle,
+    }
+
+
+@contextlib.contextmanager
+def _cudnn_autotuning(enabled: bool):
+    """Set ``torch.backends.cudnn.benchmark`` to ``enabled`` inside the block and give the caller's value back
+    afterwards, also on error, so a benchmark leaves the process as it found it."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def _measure_rows(
+    plan: StepPlan, loader_workers: int | None, dataset_dir: str | None, config_file: str | os.PathLike,
+    loader_overrides: dict | None,
+) -> list[dict]:
+    """One result row per name of ``plan.names``, measured one after the other in this process (so they compare):
+    ``measure_loader`` for "loader" (at least one warm-up batch, for the workers to start), ``measure_model`` for
+    the models, all under the plan's cuDNN autotuning."""
+    rows = []
+    with _cudnn_autotuning(plan.cudnn_benchmark):
+        for name in plan.names:
+            if name == "loader":
+                row = measure_loader(
+                    plan.patch, plan.batch_size, plan.steps, max(1, plan.warmup), plan.torch_device, loader_workers,
+                    dataset_dir, config_file, loader_overrides, plan.seed,
+                )
+            else:
+                row = measure_model(
+                    name, plan.preset, plan.patch, plan.batch_size, plan.steps, plan.warmup, plan.torch_device,
+                    plan.precision, plan.overrides, plan.seed,
+                )
+            rows.append(row)
+    return rows
+
+
+def _step_summary(results: Sequence[dict], saved_bytes: dict | None) -> dict:
+    """The goal's ratios from the rows: S3D / dense samples/s, loader patches/s / the fastest model's samples/s,
+    and the S3D / dense bytes kept for backward; None where a row is missing or failed (``error``)."""
+    rates = {r["model"]: r.get("samples_per_s") for r in results}
+    model_rates = [v for k, v in rates.items() if k != "loader" and v]
+    loader_rate = next((r.get("patches_per_s") for r in results if r["model"] == "loader"), None)
+    both = rates.get("s3d") and rates.get(DENSE_ANCHOR)
+    return {
+        "s3d_vs_dense": round(rates["s3d"] / rates[DENSE_ANCHOR], 4) if both else None,
+        "loader_vs_model": round(loader_rate / max(model_rates), 4) if loader_rate and model_rates else None,
+        "saved_bytes_s3d_vs_dense": saved_bytes["s3d_vs_dense"] if saved_bytes else None,
+    }
 
 
 def run_benchmark(
@@ -627,80 +780,26 @@ def run_benchmark(
         ``measure_saved_bytes``; None without ``memory``) and ``summary`` (``s3d_vs_dense``, ``loader_vs_model``,
         ``saved_bytes_s3d_vs_dense``).
     """
-    from custom_nets.nets import PRESETS
-
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset '{preset}'; choose one of {sorted(PRESETS)}, e.g. --preset tiny")
-    patch = _as_patch(patch_size)
-    names = _as_models(models)
-    speed = _speed_overrides(compile, channels_last, fused_norm)
-    cudnn_benchmark, memory = _as_bool(cudnn_benchmark, "cudnn_benchmark"), _as_bool(memory, "memory")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}; e.g. --precision bf16")
-    if int(batch_size) < 1 or int(steps) < 1 or int(warmup) < 0:
-        raise ValueError(f"need batch_size >= 1, steps >= 1 and warmup >= 0, got {batch_size}, {steps}, {warmup}")
-    torch_device = _check_device(device)
-    divisor = int(np.prod(PRESETS[preset]["strides"]))
-    if any(p % divisor for p in patch):
-        raise ValueError(
-            f"patch_size {patch} must be a multiple of {divisor} for preset '{preset}'; e.g. {divisor * 5}"
-        )
-    overrides = {
-        "patch_size": list(patch), "batch_size": int(batch_size), "amp": precision == "bf16", "seed": int(seed),
-        **speed,
-        **({} if block_size is None else {"block_size": int(block_size)}),
-        **({} if mask_ratio is None else {"mask_ratio": _as_mask_ratio(mask_ratio)}),
-    }
-    bundle = bundle_settings(step_parser("s3d", preset, device, scale="paper", overrides=overrides))
-    settings = {
-        "preset": preset, "patch_size": list(patch), "batch_size": int(batch_size), "steps": int(steps),
-        "warmup": int(warmup), "device": device, "precision": precision,
-        "autocast": "bf16" if precision == "bf16" and device == "cuda" else "none (the bundle autocasts on CUDA only)",
-        "compile": bundle["compile"], "channels_last": bundle["channels_last"], "fused_norm": bundle["fused_norm"],
-        "models": list(names), "block_size": bundle["block_size"], "mask_ratio": bundle["mask_ratio"],
-        "cudnn_benchmark": cudnn_benchmark and device == "cuda", "loader_workers": loader_workers,
-        "dataset_dir": dataset_dir, "seed": int(seed), "bundle": bundle,
-    }
+    plan = _step_plan(
+        preset, patch_size, batch_size, steps, warmup, device, precision, compile, channels_last, fused_norm, models,
+        cudnn_benchmark, memory, block_size, mask_ratio, seed,
+    )
+    bundle = bundle_settings(step_parser("s3d", preset, device, scale="paper", overrides=plan.overrides))
     entry = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment(torch_device),
-        "settings": settings,
+        **_entry_head(plan.torch_device, _step_settings(plan, bundle, loader_workers, dataset_dir)),
         "results": [],
         "saved_bytes": None,
     }
-    if memory:
-        saved_patch = patch if saved_bytes_patch is None else _as_patch(saved_bytes_patch)
-        entry["saved_bytes"] = bundle_saved_bytes(preset, saved_patch, device, overrides)
-    previous_cudnn = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = cudnn_benchmark and device == "cuda"
-    try:
-        for name in names:
-            if name == "loader":
-                row = measure_loader(
-                    patch, int(batch_size), int(steps), max(1, int(warmup)), torch_device, loader_workers,
-                    dataset_dir, config_file, loader_overrides, int(seed),
-                )
-            else:
-                row = measure_model(
-                    name, preset, patch, int(batch_size), int(steps), int(warmup), torch_device, precision,
-                    overrides, int(seed),
-                )
-            entry["results"].append(row)
-    finally:
-        torch.backends.cudnn.benchmark = previous_cudnn
-    rates = {r["model"]: r.get("samples_per_s") for r in entry["results"]}
-    model_rates = [v for k, v in rates.items() if k != "loader" and v]
-    loader_rate = next((r.get("patches_per_s") for r in entry["results"] if r["model"] == "loader"), None)
-    both = rates.get("s3d") and rates.get(DENSE_ANCHOR)
-    entry["summary"] = {
-        "s3d_vs_dense": round(rates["s3d"] / rates[DENSE_ANCHOR], 4) if both else None,
-        "loader_vs_model": round(loader_rate / max(model_rates), 4) if loader_rate and model_rates else None,
-        "saved_bytes_s3d_vs_dense": entry["saved_bytes"]["s3d_vs_dense"] if entry["saved_bytes"] else None,
-    }
-    print(markdown_table(entry))
-    if output is not None:
-        append_results(output, entry)
+    if plan.memory:
+        saved_patch = plan.patch if saved_bytes_patch is None else _as_patch(saved_bytes_patch)
+        entry["saved_bytes"] = bundle_saved_bytes(preset, saved_patch, device, plan.overrides)
+    entry["results"] = _measure_rows(plan, loader_workers, dataset_dir, config_file, loader_overrides)
+    entry["summary"] = _step_summary(entry["results"], entry["saved_bytes"])
+    _report(entry, markdown_table(entry), output)
     return entry
+
+
+# ---------------------------------------------------------------- end to end
 
 
 def _config_files(config_file: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -744,6 +843,109 @@ def find_throughput(handlers: Sequence[Any]):
         if isinstance(handler, Throughput):
             return handler
     raise ValueError("no custom_nets.engine.Throughput handler in train#handlers after the run")
+
+
+def _check_end_to_end_arguments(steps: int, warmup: int, precision: str | None, device: str | None) -> None:
+    """Check ``run_end_to_end``'s counts, precision and device (None: the bundle's) before the bundle is read."""
+    if int(steps) < 1 or int(warmup) < 0:
+        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}; e.g. --steps 50")
+    if precision is not None:
+        _check_precision(precision)
+    if device is not None:
+        _check_device(device)
+
+
+def _chosen_settings(
+    dataset_dir: str | None, cache_dir: str | None, preset: str | None, patch_size: int | Sequence[int] | None,
+    batch_size: int | None, precision: str | None, num_workers: int | None, device: str | None, seed: int,
+    compile: bool | str | None, channels_last: bool | str | None, fused_norm: bool | str | None,
+) -> dict:
+    """``run_end_to_end``'s settings under the bundle's key names (``network_preset``, ``amp``, ...); None where
+    the caller left the bundle's value (dropped when applied), the speed switches only when set."""
+    return {
+        "dataset_dir": dataset_dir,
+        "cache_dir": cache_dir,
+        "network_preset": preset,
+        "patch_size": None if patch_size is None else list(_as_patch(patch_size)),
+        "batch_size": None if batch_size is None else int(batch_size),
+        "amp": None if precision is None else precision == "bf16",
+        "num_workers": None if num_workers is None else int(num_workers),
+        "device": device,
+        "seed": int(seed),
+        **_speed_overrides(compile, channels_last, fused_norm),
+    }
+
+
+@contextlib.contextmanager
+def _run_folder(output_dir: str | None):
+    """Yield the bundle's ``output_dir``: ``output_dir`` made absolute (kept), or ``run`` in a temporary folder
+    deleted when the block ends (also on error)."""
+    if output_dir is not None:
+        yield os.path.abspath(output_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="s3d_end_to_end_") as tmp:
+        yield os.path.join(tmp, "run")
+
+
+def _configure_run(parser, run_dir: str, chosen: dict, total: int, warmup: int, overrides: dict | None) -> None:
+    """Apply the benchmark's settings to the bundle's config, last ``overrides``: one epoch of ``total`` iterations
+    (``max_steps`` for pre-training, ``epochs`` = 1 for fine-tuning), checkpoint, preview and log intervals beyond
+    the run (no save, picture or logged value inside the timing), and a ``Throughput`` handler with ``warmup``."""
+    if "max_steps" in parser:
+        length = {"max_steps": total, "iterations_per_epoch": total}
+    else:
+        length = {"epochs": 1, "iterations_per_epoch": total}
+    quiet = {k: total + 1 for k in ("checkpoint_interval", "preview_interval", "log_interval") if k in parser}
+    parser.update(
+        {
+            "output_dir": run_dir,
+            **{k: v for k, v in chosen.items() if v is not None and k in parser},
+            **length,
+            **quiet,
+            **(overrides or {}),
+        }
+    )
+    _throughput_handler(parser, warmup)
+
+
+def _run_bundle(
+    files: list[str], run_dir: str, chosen: dict, total: int, warmup: int, overrides: dict | None
+) -> tuple[dict, dict, float]:
+    """Run the bundle as ``python -m monai.bundle run`` does (``ConfigWorkflow``: initialize, run, finalize) for
+    ``total`` iterations in ``run_dir``.
+
+    Returns:
+        The ``Throughput`` handler's summary over the iterations after ``warmup``, the resolved bundle settings
+        (``bundle_settings``) and the wall time of initialize + run in seconds (finalize, which writes the weights,
+        is left out).
+    """
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(config_file=files, workflow_type="train", logging_file=False)
+    _configure_run(workflow.parser, run_dir, chosen, total, warmup, overrides)
+    start = time.perf_counter()
+    workflow.initialize()
+    workflow.run()
+    wall = time.perf_counter() - start
+    summary = find_throughput(workflow.parser.get_parsed_content("train#handlers")).summary()
+    bundle = bundle_settings(workflow.parser)
+    workflow.finalize()
+    return summary, bundle, wall
+
+
+def _end_to_end_settings(
+    files: list[str], steps: int, warmup: int, dataset_dir: str | None, cache_dir: str | None,
+    output_dir: str | None, overrides: dict | None, bundle: dict,
+) -> dict:
+    """The ``settings`` of an end-to-end entry: the configs (repository-relative, and as ``bundle/file`` names
+    joined by "+"), the run's arguments and the resolved bundle settings."""
+    return {
+        "config_file": [_repo_relative(f) for f in files],
+        "config_name": "+".join(Path(f).parent.parent.name + "/" + Path(f).name for f in files),
+        "steps": int(steps), "warmup": int(warmup), "dataset_dir": dataset_dir, "cache_dir": cache_dir,
+        "output_dir": output_dir,
+        "overrides": _json_value(overrides or {}), "bundle": bundle,
+    }
 
 
 def run_end_to_end(
@@ -800,79 +1002,31 @@ def run_end_to_end(
         resolved settings), ``results`` (one row: ``samples_per_s``, ``step_ms``, ``data_wait_share``,
         ``peak_memory_gib`` on CUDA, ``iterations``, ``warmup``, ``wall_s``) and ``summary``.
     """
-    from monai.bundle import ConfigWorkflow
-
     files = _config_files(config_file)
-    if int(steps) < 1 or int(warmup) < 0:
-        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}; e.g. --steps 50")
-    if precision is not None and precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}; e.g. --precision bf16")
-    if device is not None:
-        _check_device(device)
+    _check_end_to_end_arguments(steps, warmup, precision, device)
     total = int(warmup) + int(steps)
-    chosen = {
-        "dataset_dir": dataset_dir,
-        "cache_dir": cache_dir,
-        "network_preset": preset,
-        "patch_size": None if patch_size is None else list(_as_patch(patch_size)),
-        "batch_size": None if batch_size is None else int(batch_size),
-        "amp": None if precision is None else precision == "bf16",
-        "num_workers": None if num_workers is None else int(num_workers),
-        "device": device,
-        "seed": int(seed),
-        **_speed_overrides(compile, channels_last, fused_norm),
-    }
-    folder = tempfile.TemporaryDirectory(prefix="s3d_end_to_end_") if output_dir is None else contextlib.nullcontext()
-    with folder as tmp:
-        run_dir = os.path.join(tmp, "run") if output_dir is None else os.path.abspath(output_dir)
-        workflow = ConfigWorkflow(config_file=files, workflow_type="train", logging_file=False)
-        parser = workflow.parser
-        length = {"max_steps": total, "iterations_per_epoch": total} if "max_steps" in parser else {
-            "epochs": 1, "iterations_per_epoch": total}
-        quiet = {k: total + 1 for k in ("checkpoint_interval", "preview_interval", "log_interval") if k in parser}
-        settings = {
-            "output_dir": run_dir,
-            **{k: v for k, v in chosen.items() if v is not None and k in parser},
-            **length,
-            **quiet,
-            **(overrides or {}),
-        }
-        parser.update(settings)
-        _throughput_handler(parser, int(warmup))
-        start = time.perf_counter()
-        workflow.initialize()
-        workflow.run()
-        wall = time.perf_counter() - start
-        summary = find_throughput(parser.get_parsed_content("train#handlers")).summary()
-        bundle = bundle_settings(parser)
-        workflow.finalize()
-        del workflow, parser
+    chosen = _chosen_settings(
+        dataset_dir, cache_dir, preset, patch_size, batch_size, precision, num_workers, device, seed, compile,
+        channels_last, fused_norm,
+    )
+    with _run_folder(output_dir) as run_dir:
+        summary, bundle, wall = _run_bundle(files, run_dir, chosen, total, int(warmup), overrides)
     resolved_device = torch.device(bundle.get("device", "cpu"))
     _release(resolved_device)
     row = {
         "model": "bundle",
-        **{k: round(float(v), 4) for k, v in summary.items()},
+        **{k: round(float(v), 4) for k, v in summary.items()},  # samples/s, step ms, data-wait share, peak GiB
         "iterations": int(steps),
         "warmup": int(warmup),
         "wall_s": round(wall, 2),
     }
+    settings = _end_to_end_settings(files, steps, warmup, dataset_dir, cache_dir, output_dir, overrides, bundle)
     entry = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "mode": "end_to_end",
-        "environment": environment(resolved_device),
-        "settings": {
-            "config_file": [_repo_relative(f) for f in files],
-            "config_name": "+".join(Path(f).parent.parent.name + "/" + Path(f).name for f in files),
-            "steps": int(steps), "warmup": int(warmup), "dataset_dir": dataset_dir, "cache_dir": cache_dir,
-            "output_dir": output_dir,
-            "overrides": _json_value(overrides or {}), "bundle": bundle,
-        },
+        **_entry_head(resolved_device, settings, mode="end_to_end"),
         "results": [row],
         "summary": {"samples_per_s": row["samples_per_s"], "peak_memory_gib": row.get("peak_memory_gib")},
     }
-    print(end_to_end_table(entry))
-    if output is not None:
-        append_results(output, entry)
+    _report(entry, end_to_end_table(entry), output)
     return entry
 
 

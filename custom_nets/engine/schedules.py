@@ -67,7 +67,7 @@ class Stage:
       ``t = N``, i.e. at the first iteration of the next stage, which is where the next stage continues.
     - ``poly``: ``lr = lr_end + (lr_start - lr_end) * (1 - t / N) ** 0.9``. With ``lr_end = 0`` this is exactly
       nnU-Net's ``PolyLRScheduler`` (``lr_start * (1 - t / N) ** 0.9``). A positive ``lr_end`` is a floor the
-      decay approaches at ``t = N``; Sawtooth's decoder stage needs one (see ``build_schedule``).
+      decay approaches at ``t = N``; Sawtooth's decoder stage needs one (see ``_sawtooth_decoder_stages``).
 
     Args:
         name: short name used in logs, e.g. "warmup_decoder".
@@ -167,6 +167,7 @@ class Schedule:
 
 
 def _check_positive_int(name: str, value: int) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is an integer >= 1 (a bool is not one)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
 
@@ -174,8 +175,9 @@ def _check_positive_int(name: str, value: int) -> None:
 def warmup_iterations(epochs: int, iterations_per_epoch: int) -> int:
     """Length in iterations of one warm-up stage of a run of ``epochs`` epochs.
 
-    15 epochs for 150-epoch runs and 50 for 1000-epoch runs (the paper's values); any other run length takes
-    5 % of its iterations (the 1000-epoch proportion), at least one iteration.
+    15 epochs for 150-epoch runs and 50 for 1000-epoch runs (the paper's values: appendix C.1, "Segmentation
+    Fine-tuning", last paragraph; Fig. 6 caption); any other run length (e.g. short demos) takes 5 % of its
+    iterations (the 1000-epoch proportion), at least one iteration.
     """
     if epochs in PAPER_WARMUP_EPOCHS:
         return PAPER_WARMUP_EPOCHS[epochs] * iterations_per_epoch
@@ -188,8 +190,82 @@ def _first_epoch_fraction(stage_iterations: int, iterations_per_epoch: int) -> f
 
 
 def _warmup(name: str, iterations: int, trains: str, peak_lr: float, ipe: int, fresh: bool = False) -> Stage:
+    """A warm-up stage of ``E = iterations / ipe`` epochs: ``linear`` from ``peak_lr / E`` to ``peak_lr``.
+
+    The reference trainers set ``peak * (e + 1) / E`` in epoch ``e`` of an ``E``-epoch warm-up, so its first
+    epoch runs at ``peak / E`` (4e-5 = 1e-3 / 25, 2e-5 = 1e-3 / 50); here the rate rises every iteration from
+    that value. A stage shorter than an epoch starts at ``peak_lr`` (``E`` clipped to 1 epoch). The
+    whole-network warm-up follows the published 2e-5 -> 1e-3; the public Sawtooth trainer divides by the sum of
+    both warm-up lengths instead and only reaches ``peak / 2`` before jumping to ``peak``.
+    """
     start = peak_lr * _first_epoch_fraction(iterations, ipe)
     return Stage(name, iterations, trains, start, peak_lr, "linear", fresh_optimizer=fresh)
+
+
+def _sawtooth_decoder_stages(warm: int, peak_lr: float, ipe: int) -> tuple[Stage, Stage]:
+    """Sawtooth's decoder phase (encoder frozen): a linear warm-up, then a poly decay to a floor.
+
+    The phase is the run's first warm-up stage (``warm`` iterations, at least two) split in half, the linear
+    half rounded down to whole epochs as the reference does (25 + 25 epochs at 1000 epochs, 7 + 8 at 150). The
+    reference decays per epoch with ``peak * (1 - e / E) ** 0.9``, whose last epoch gives
+    ``peak * (1 / E) ** 0.9`` (5.52e-5 for E = 25). Decaying to zero per iteration would end at 3.8e-7, a rate
+    the reference never uses, so the decay is ``poly`` from ``peak`` to that floor: it keeps the published end
+    value and still reduces to nnU-Net's poly when the floor is 0.
+    """
+    decoder_phase = max(2, warm)
+    linear = decoder_phase // 2
+    if linear >= ipe:
+        linear -= linear % ipe  # whole epochs, like the reference's 15 // 2 = 7 epochs
+    decay = decoder_phase - linear
+    floor = peak_lr * _first_epoch_fraction(decay, ipe) ** POLY_EXPONENT
+    return (
+        _warmup("warmup_decoder", linear, "decoder", peak_lr, ipe),
+        Stage("train_decoder", decay, "decoder", peak_lr, floor, "poly"),
+    )
+
+
+def _head_stages(name: str, epochs: int, ipe: int, peak_lr: float) -> tuple[Stage, ...]:
+    """The stages of schedule ``name`` ("default", "warm_up", "valley" or "sawtooth") before its final decay.
+
+    Every warm-up stage lasts ``warmup_iterations(epochs, ipe)``. "default" has none; "warm_up" has one
+    (whole network). "valley" first trains the decoder alone for as long with a linearly decreasing rate
+    (peak -> 0), "sawtooth" first runs its decoder phase (``_sawtooth_decoder_stages``); both then warm up the
+    whole network with a fresh optimiser (its momentum buffers cleared when that warm-up begins).
+    """
+    if name == "default":
+        return ()
+    warm = warmup_iterations(epochs, ipe)
+    if name == "warm_up":
+        return (_warmup("warmup_all", warm, "all", peak_lr, ipe),)
+    if name == "valley":
+        decoder = (Stage("valley_decoder", warm, "decoder", peak_lr, 0.0, "linear"),)
+    else:  # sawtooth
+        decoder = _sawtooth_decoder_stages(warm, peak_lr, ipe)
+    return decoder + (_warmup("warmup_all", warm, "all", peak_lr, ipe, fresh=True),)
+
+
+def _check_schedule_args(name: str, epochs: int, iterations_per_epoch: int, peak_lr: float) -> float:
+    """Raise a ValueError naming the first bad argument of ``build_schedule``; return ``peak_lr`` as a float."""
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown fine-tuning schedule {name!r}; choose one of {list(SCHEDULES)}.")
+    _check_positive_int("epochs", epochs)
+    _check_positive_int("iterations_per_epoch", iterations_per_epoch)
+    valid_lr = isinstance(peak_lr, (int, float)) and not isinstance(peak_lr, bool) and math.isfinite(peak_lr)
+    if not valid_lr or peak_lr <= 0:
+        raise ValueError(f"peak_lr must be a finite number > 0, got {peak_lr!r}.")
+    return float(peak_lr)
+
+
+def _final_decay_iterations(name: str, epochs: int, ipe: int, head: tuple[Stage, ...]) -> int:
+    """Iterations left for the final decay after the ``head`` stages; a ValueError when the run has none left."""
+    total, used = epochs * ipe, sum(stage.iterations for stage in head)
+    if used >= total:
+        raise ValueError(
+            f"schedule {name!r} with epochs={epochs} and iterations_per_epoch={ipe} has {total} iterations, but its"
+            f" warm-up stages alone take {used}; use at least {used + 1} iterations (more epochs or more iterations"
+            f" per epoch)."
+        )
+    return total - used
 
 
 def build_schedule(name: str, epochs: int = 1000, iterations_per_epoch: int = 250, peak_lr: float = 1e-3) -> Schedule:
@@ -206,27 +282,11 @@ def build_schedule(name: str, epochs: int = 1000, iterations_per_epoch: int = 25
     100-   225,000    all            poly 1e-3 -> ~0
     ====== ========== ============== =================================
 
-    How the numbers come about. The reference trainers set the learning rate once per epoch ``e`` of an
-    ``E``-epoch stage: warm-ups use ``peak * (e + 1) / E`` (4e-5 = 1e-3 / 25 in the first epoch, 2e-5 = 1e-3 / 50),
-    decays use ``peak * (1 - e / E) ** 0.9``, whose last epoch gives ``peak * (1 / E) ** 0.9`` (5.52e-5 for
-    E = 25). Here the rate changes every iteration, so:
-
-    - a warm-up of ``E`` epochs is ``linear`` from ``peak / E`` to ``peak``;
-    - Sawtooth's decoder decay is ``poly`` from ``peak`` to the floor ``peak * (1 / E) ** 0.9``: decaying to zero
-      per iteration would end at 3.8e-7, a rate the reference never uses, while the floor keeps the published
-      end value and still reduces to nnU-Net's poly when the floor is 0;
-    - the final decay of every schedule is ``poly`` to 0 (nnU-Net's default). The whole-network warm-up follows
-      the published 2e-5 -> 1e-3 (``peak / E`` to ``peak``); the public Sawtooth trainer divides by the sum of
-      both warm-up lengths instead and only reaches ``peak / 2`` before jumping to ``peak``.
-
-    Stage lengths (in epochs, converted with ``iterations_per_epoch``): every "warm-up stage" of the paper lasts
-    15 epochs in 150-epoch runs and 50 epochs in 1000-epoch runs (appendix C.1, "Segmentation Fine-tuning",
-    last paragraph; Fig. 6 caption). For Sawtooth the first warm-up stage is the decoder phase, split in half
-    (linear half rounded down to whole epochs, as the reference does: 25 + 25 at 1000 epochs, 7 + 8 at 150);
-    the second is the whole-network warm-up. Valley's decoder stage and warm-up have the same length; Warm-Up
-    has one warm-up stage. Any other ``epochs`` (e.g. short demos) scales the 1000-epoch version: each warm-up
-    stage takes 5 % of the run's iterations (at least one iteration, the Sawtooth decoder phase at least two);
-    stages shorter than an epoch start at ``peak`` (``peak / E`` with ``E`` clipped to 1 epoch).
+    The reference trainers set the learning rate once per epoch; here it changes every iteration, with stage
+    start and end values that meet the published numbers: a warm-up of ``E`` epochs is ``linear`` from
+    ``peak / E`` to ``peak`` (``_warmup``), Sawtooth's decoder decay is ``poly`` to the reference's last-epoch
+    rate (``_sawtooth_decoder_stages``), and every schedule ends with nnU-Net's ``poly`` decay to 0 over the
+    iterations its other stages leave. Stage lengths come from ``warmup_iterations`` (``_head_stages``).
 
     Args:
         name: one of ``SCHEDULES``: "default", "frozen", "warm_up", "valley", "sawtooth".
@@ -238,47 +298,10 @@ def build_schedule(name: str, epochs: int = 1000, iterations_per_epoch: int = 25
     Returns:
         A ``Schedule`` of ``epochs * iterations_per_epoch`` iterations.
     """
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown fine-tuning schedule {name!r}; choose one of {list(SCHEDULES)}.")
-    _check_positive_int("epochs", epochs)
-    _check_positive_int("iterations_per_epoch", iterations_per_epoch)
-    valid_lr = isinstance(peak_lr, (int, float)) and not isinstance(peak_lr, bool) and math.isfinite(peak_lr)
-    if not valid_lr or peak_lr <= 0:
-        raise ValueError(f"peak_lr must be a finite number > 0, got {peak_lr!r}.")
-    peak_lr = float(peak_lr)
-    ipe = iterations_per_epoch
-    total = epochs * ipe
-
-    if name == "default":
-        return Schedule(name, (Stage("train", total, "all", peak_lr, 0.0, "poly"),))
-    if name == "frozen":
+    peak_lr = _check_schedule_args(name, epochs, iterations_per_epoch, peak_lr)
+    if name == "frozen":  # the encoder never trains: one decoder-only decay over the whole run
+        total = epochs * iterations_per_epoch
         return Schedule(name, (Stage("train_decoder", total, "decoder", peak_lr, 0.0, "poly"),))
-
-    warm = warmup_iterations(epochs, ipe)
-    if name == "warm_up":
-        head = (_warmup("warmup_all", warm, "all", peak_lr, ipe),)
-    elif name == "valley":
-        head = (
-            Stage("valley_decoder", warm, "decoder", peak_lr, 0.0, "linear"),
-            _warmup("warmup_all", warm, "all", peak_lr, ipe, fresh=True),
-        )
-    else:  # sawtooth
-        decoder_phase = max(2, warm)
-        linear = decoder_phase // 2
-        if linear >= ipe:
-            linear -= linear % ipe  # whole epochs, like the reference's 15 // 2 = 7 epochs
-        decay = decoder_phase - linear
-        floor = peak_lr * _first_epoch_fraction(decay, ipe) ** POLY_EXPONENT
-        head = (
-            _warmup("warmup_decoder", linear, "decoder", peak_lr, ipe),
-            Stage("train_decoder", decay, "decoder", peak_lr, floor, "poly"),
-            _warmup("warmup_all", warm, "all", peak_lr, ipe, fresh=True),
-        )
-    used = sum(stage.iterations for stage in head)
-    if used >= total:
-        raise ValueError(
-            f"schedule {name!r} with epochs={epochs} and iterations_per_epoch={ipe} has {total} iterations, but its"
-            f" warm-up stages alone take {used}; use at least {used + 1} iterations (more epochs or more iterations"
-            f" per epoch)."
-        )
-    return Schedule(name, head + (Stage("train", total - used, "all", peak_lr, 0.0, "poly"),))
+    head = _head_stages(name, epochs, iterations_per_epoch, peak_lr)
+    final = _final_decay_iterations(name, epochs, iterations_per_epoch, head)
+    return Schedule(name, head + (Stage("train", final, "all", peak_lr, 0.0, "poly"),))

@@ -173,38 +173,77 @@ def zoo_metadata(
         the measured ``eval_metrics``, ``supported_apps`` (MONAI Label), the network's input (``in_channels`` x
         patch) and output (one logit channel per label) described in ``network_data_format``.
     """
-    import monai
-    import numpy
-    import torch
-
     check_version(version)
     meta = copy.deepcopy(dict(source))
+    _set_release(meta, version, changelog)
+    _set_environment(meta)
+    labels, modalities, patch = _run_io(info)
+    _describe(meta, info, labels, modalities, patch, name, summary, summary_source)
+    _set_classes(meta, info, labels, modalities)
+    meta["network_data_format"] = _network_data_format(info, labels, modalities, patch)
+    return meta
+
+
+def _set_release(meta: dict, version: str, changelog: str) -> None:
+    """Point ``schema`` at the model-zoo schema, set ``version`` and put it first in ``changelog`` (in place).
+
+    An entry the source already has for ``version`` is replaced, so exporting the same version again lists it
+    once.
+    """
     meta["schema"] = SCHEMA_URL
     meta["version"] = version
     history = {k: v for k, v in (meta.get("changelog") or {}).items() if k != version}
     meta["changelog"] = {version: changelog, **history}
+
+
+def _set_environment(meta: dict) -> None:
+    """Record the versions of monai, torch, numpy and ``REQUIRED_PACKAGES`` installed now and ``supported_apps``
+    (in place), and drop the source's ``optional_packages_version``: the export needs no optional package."""
+    import monai
+    import numpy
+    import torch
+
     meta["monai_version"] = monai.__version__.split("+")[0]
     meta["pytorch_version"] = torch.__version__.split("+")[0]
     meta["numpy_version"] = numpy.__version__
     meta["required_packages_version"] = {p: _installed(p) for p in REQUIRED_PACKAGES}
     meta.pop("optional_packages_version", None)
     meta["supported_apps"] = dict(SUPPORTED_APPS)
+
+
+def _run_io(info: Mapping) -> tuple[dict[str, str], list[str], list[int]]:
+    """``(labels, modalities, patch)`` of the run: ``{"0": "background", ...}`` in label order, one modality name
+    per input channel (``channel_<c>`` when ``model_info.json`` names none), the patch size in voxels."""
     labels = {str(k): str(v) for k, v in sorted(info["labels"].items(), key=lambda kv: int(kv[0]))}
     modalities = list(info.get("modalities") or [f"channel_{c}" for c in range(int(info["num_channels"]))])
     patch = [int(s) for s in info["patch_size"]]
-    _describe(meta, info, labels, modalities, patch, name, summary, summary_source)
+    return labels, modalities, patch
+
+
+def _imaging_modality(info: Mapping) -> str:
+    """The run's imaging modality in capitals (``"MRI"``, ``"CT"``), read from its intensity normalisation."""
+    return str((info.get("normalisation") or {}).get("modality", "mri")).upper()
+
+
+def _set_classes(meta: dict, info: Mapping, labels: Mapping, modalities: list[str]) -> None:
+    """Fill ``label_classes``, ``pred_classes`` (``"0 = background, 1 = lesion"``) and ``image_classes`` (in place)."""
     meta["label_classes"] = ", ".join(f"{k} = {v}" for k, v in labels.items())
     meta["pred_classes"] = meta["label_classes"]
     meta["image_classes"] = (
         ", ".join(f"{c} = {m}" for c, m in enumerate(modalities))
         + f" (one channel per modality, intensity-normalised as in training, {info['spacing']} mm)"
     )
-    meta["network_data_format"] = {
+
+
+def _network_data_format(info: Mapping, labels: Mapping, modalities: list[str], patch: list[int]) -> dict:
+    """``network_data_format``: the input patch (one channel per modality) and the output (one logit channel per
+    label, same patch), as the model zoo describes a network; the modality "MRI" is written "MR"."""
+    return {
         "inputs": {
             "image": {
                 "type": "image",
                 "format": "magnitude",
-                "modality": str((info.get("normalisation") or {}).get("modality", "mri")).upper().replace("MRI", "MR"),
+                "modality": _imaging_modality(info).replace("MRI", "MR"),
                 "num_channels": int(info["num_channels"]),
                 "spatial_shape": patch,
                 "dtype": "float32",
@@ -226,7 +265,6 @@ def zoo_metadata(
             }
         },
     }
-    return meta
 
 
 def _describe(meta, info, labels, modalities, patch, name, summary, summary_source) -> None:
@@ -236,7 +274,7 @@ def _describe(meta, info, labels, modalities, patch, name, summary, summary_sour
     network = network_title(info)
     foreground = ", ".join(v for k, v in labels.items() if int(k) != 0)
     patch_text = f"{patch[0]}^{len(patch)}" if len(set(patch)) == 1 else "x".join(map(str, patch))
-    modality = str((info.get("normalisation") or {}).get("modality", "mri")).upper()
+    modality = _imaging_modality(info)
     spacing = "x".join(f"{float(s):g}" for s in info["spacing"])
     preset = PRESETS.get(str(info["network_preset"]))
     layout = f" with {len(preset['features'])} stages of {list(preset['features'])} features" if preset else ""

@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 import yaml
@@ -265,9 +265,34 @@ def export_bundle(
     Returns:
         The bundle folder.
     """
+    _check_release(name, version)
+    checkpoint, info = _run_model(run_dir, checkpoint)
+    source_bundle = Path(source_bundle)
+    network = exported_network(checkpoint, info)
+    config, train_config = exported_inference_config(info), exported_train_config(info)
+    meta = _exported_metadata(source_bundle, info, checkpoint, evaluation_summary, version, changelog, title)
+    target = _write_atomically(Path(output_dir), name, overwrite, lambda folder: _write_bundle(
+        folder, network, config, train_config, meta, info, name, source_bundle, large_file_mb, large_files_url))
+    if make_zip:
+        zip_bundle(target, Path(output_dir) / f"{name}_v{version}.zip")
+    logger.info("exported bundle %s (version %s) to %s", name, version, target)
+    return target
+
+
+def _check_release(name: str, version: str) -> None:
+    """Raise a ValueError unless ``name`` is a model-zoo bundle name and ``version`` is MAJOR.MINOR.PATCH."""
     if not NAME_PATTERN.match(str(name)):
         raise ValueError(f"bundle name must use letters, digits and underscores only (model-zoo rule), got {name!r}.")
     check_version(version)
+
+
+def _run_model(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None) -> tuple[Path, dict]:
+    """``(checkpoint, model_info)`` of the run: the weights (``<run_dir>/models/model.pt`` unless given) and the
+    checked ``model_info.json`` beside them, which says what network, channels and classes the weights are for.
+
+    Raises:
+        FileNotFoundError: there is no ``model_info.json`` beside the weights.
+    """
     checkpoint = Path(checkpoint) if checkpoint is not None else Path(run_dir) / "models" / "model.pt"
     info_path = checkpoint.parent / "model_info.json"
     if not info_path.is_file():
@@ -276,10 +301,17 @@ def export_bundle(
         )
     info = json.loads(info_path.read_text(encoding="utf-8"))
     check_model_info(info, str(info_path))
-    source_bundle = Path(source_bundle)
-    network = exported_network(checkpoint, info)
-    config = exported_inference_config(info)
-    train_config = exported_train_config(info)
+    return checkpoint, info
+
+
+def _read_evaluation_summary(
+    checkpoint: Path, evaluation_summary: str | os.PathLike | bool | None
+) -> tuple[dict | None, Path | None]:
+    """``(summary, its path)`` of the run's evaluation (see ``find_evaluation_summary``), or ``(None, None)``.
+
+    A run without ``evaluation/summary.json`` gets a warning unless ``evaluation_summary`` is False: its bundle
+    would be published without scores, and the warning says how to add them.
+    """
     summary_path = find_evaluation_summary(checkpoint, evaluation_summary)
     if summary_path is None and evaluation_summary is None:
         logger.warning(
@@ -288,13 +320,36 @@ def export_bundle(
             checkpoint.resolve().parent.parent,
         )
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path is not None else None
+    return summary, summary_path
+
+
+def _exported_metadata(
+    source_bundle: Path,
+    info: Mapping,
+    checkpoint: Path,
+    evaluation_summary: str | os.PathLike | bool | None,
+    version: str,
+    changelog: str,
+    title: str | None,
+) -> dict:
+    """The bundle's ``metadata.json`` (``zoo_metadata`` of the source bundle's metadata, the run and its scores),
+    checked against the model-zoo schema before anything is written."""
+    summary, summary_path = _read_evaluation_summary(checkpoint, evaluation_summary)
     meta = zoo_metadata(
         json.loads((source_bundle / "configs" / "metadata.json").read_text()), info, version, changelog,
         name=title, summary=summary, summary_source=str(summary_path),
     )
     validate_metadata(meta, "exported metadata.json", version)
+    return meta
 
-    output_dir = Path(output_dir)
+
+def _write_atomically(output_dir: Path, name: str, overwrite: bool, write: Callable[[Path], None]) -> Path:
+    """Write ``<output_dir>/<name>/`` with ``write(folder)`` in a staging folder beside it, then rename it into
+    place: a failed export leaves no half-written bundle and, with ``overwrite``, the previous one untouched.
+
+    Raises:
+        FileExistsError: ``<output_dir>/<name>`` exists and ``overwrite`` is False.
+    """
     target = output_dir / name
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists: choose another output_dir or name, or pass overwrite=True.")
@@ -302,17 +357,13 @@ def export_bundle(
     staging = Path(tempfile.mkdtemp(prefix=f".{name}_", dir=output_dir))
     staging.chmod(0o755)
     try:
-        _write_bundle(staging, network, config, train_config, meta, info, name, source_bundle, large_file_mb,
-                      large_files_url)
+        write(staging)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    if make_zip:
-        zip_bundle(target, output_dir / f"{name}_v{version}.zip")
-    logger.info("exported bundle %s (version %s) to %s", name, version, target)
     return target
 
 
