@@ -1,7 +1,13 @@
 """Training engine pieces plugged into MONAI's ``SupervisedTrainer``: train steps, checkpoints, handlers, and the
 process set-up of a run (seeds, cuDNN, data-loading workers)."""
 
-from custom_nets.engine.checkpoints import ResumableCheckpoint, atomic_torch_save, latest_checkpoint, unwrap
+from custom_nets.engine.checkpoints import (
+    QuietFreshStart,
+    ResumableCheckpoint,
+    atomic_torch_save,
+    latest_checkpoint,
+    unwrap,
+)
 from custom_nets.distributed import is_main_process, rank_and_world
 from custom_nets.engine.freezing import set_trainable
 from custom_nets.engine.schedule_handler import ScheduleHandler
@@ -22,6 +28,7 @@ from custom_nets.engine.runtime import default_num_workers, seed_run
 from custom_nets.engine.throughput import THROUGHPUT_KEYS, Throughput
 
 __all__ = [
+    "QuietFreshStart",
     "ResumableCheckpoint",
     "atomic_torch_save",
     "latest_checkpoint",

@@ -25,7 +25,8 @@ from custom_nets.errors import CheckpointError, ConfigError
 from custom_nets.distributed import is_main_process
 from custom_nets.nets.wrappers import unwrap
 
-__all__ = ["ResumableCheckpoint", "latest_checkpoint", "quiet_ignite_resume_from_zero", "atomic_torch_save", "unwrap"]
+__all__ = ["QuietFreshStart", "ResumableCheckpoint", "latest_checkpoint", "quiet_ignite_resume_from_zero",
+           "atomic_torch_save", "unwrap"]
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_iter(\d+)\.pt$")
@@ -101,6 +102,14 @@ class _DropIgniteResumeFromZero(logging.Filter):
 
 
 _RESUME_FILTER = _DropIgniteResumeFromZero()
+
+
+class QuietFreshStart:
+    """Handler for a MONAI engine that resumes nothing (the inference and evaluation bundles' evaluators): its
+    start is not logged as "Engine run resuming from iteration 0" (``quiet_ignite_resume_from_zero``)."""
+
+    def attach(self, engine: Engine) -> None:
+        quiet_ignite_resume_from_zero(engine)
 
 
 def quiet_ignite_resume_from_zero(engine: Engine) -> None:

@@ -52,3 +52,26 @@ def test_evaluators_of_the_same_run_log_no_resume_either(tmp_path, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert not [m for m in messages if "resuming" in m]
     assert sum(m.startswith("Engine run ") and "Time taken" in m for m in messages) == 2  # "finished"/"complete"
+
+
+def test_inference_evaluators_log_no_resume_with_quiet_fresh_start(caplog):
+    """The inference and evaluation bundles resume nothing: QuietFreshStart drops Ignite's resume line there."""
+    from custom_nets.engine import QuietFreshStart
+    from custom_nets.engine.checkpoints import _RESUME_FILTER
+
+    for name in list(logging.root.manager.loggerDict):  # earlier tests may have installed the filter already
+        if name.startswith("ignite."):
+            logging.getLogger(name).removeFilter(_RESUME_FILTER)
+
+    def run(handlers):
+        evaluator = SupervisedEvaluator(
+            device=torch.device("cpu"), val_data_loader=[{"image": torch.ones(1, 2), "label": torch.zeros(1, 1)}],
+            network=torch.nn.Linear(2, 1), decollate=False, val_handlers=handlers,
+        )
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            evaluator.run()
+        return [r.getMessage() for r in caplog.records if "resuming" in r.getMessage()]
+
+    assert run([]) == ["Engine run resuming from iteration 0, epoch 0 until 1 epochs"]  # MONAI alone
+    assert run([QuietFreshStart()]) == []
