@@ -18,6 +18,26 @@ def restore_torch_flags(monkeypatch):
     torch.use_deterministic_algorithms(saved[2])
 
 
+def _error_messages(err: BaseException) -> list[str]:
+    messages = []
+    while err is not None:
+        messages.append(str(err))
+        err = err.__cause__ or err.__context__
+    return messages
+
+
+@pytest.fixture
+def error_messages():
+    """The messages of an exception and its causes, outermost first (MONAI wraps errors raised in config items)."""
+    return _error_messages
+
+
+@pytest.fixture
+def error_chain():
+    """All messages of an exception and its causes as one text, one message a line."""
+    return lambda err: "\n".join(_error_messages(err))
+
+
 @pytest.fixture
 def one_process_group(monkeypatch):
     """torchrun's environment for a world of one, so a multi-GPU overlay's ``initialize`` can run on CPU."""

@@ -44,17 +44,3 @@ def tiny_overrides(demo_datalist, shared_cache, tmp_path):
         "log_interval": 1,
         "device": "cpu",
     }
-
-
-def _error_chain(err: BaseException) -> str:
-    chain = []
-    while err is not None:
-        chain.append(str(err))
-        err = err.__cause__ or err.__context__
-    return "\n".join(chain)
-
-
-@pytest.fixture
-def error_chain():
-    """All messages of an exception and its causes (MONAI wraps errors raised inside config expressions)."""
-    return _error_chain

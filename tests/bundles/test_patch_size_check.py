@@ -44,7 +44,8 @@ def test_the_rule_and_the_smallest_size_by_hand():
     ],
     ids=["pretrain", "baseline_crop", "finetune"],
 )
-def test_bundles_refuse_the_patch_in_initialize_before_any_work(files, overrides, message, tmp_path, monkeypatch):
+def test_bundles_refuse_the_patch_in_initialize_before_any_work(files, overrides, message, tmp_path, monkeypatch,
+                                                               error_messages):
     work = []
     monkeypatch.setattr("custom_nets.data.prepare_dataset", lambda *a, **k: work.append("pretrain data"))
     monkeypatch.setattr("custom_nets.data.prepare_segmentation_dataset", lambda *a, **k: work.append("labeled data"))
@@ -54,9 +55,6 @@ def test_bundles_refuse_the_patch_in_initialize_before_any_work(files, overrides
     )
     with pytest.raises(Exception) as info:
         workflow.initialize()
-    chain, err = [], info.value
-    while err is not None:
-        chain.append(str(err))
-        err = err.__cause__ or err.__context__
+    chain = error_messages(info.value)
     assert any(m.startswith(message) and "smallest valid cube is" in m for m in chain), chain
     assert work == [] and not out.exists()

@@ -263,7 +263,7 @@ def test_read_only_folder_is_refused(tmp_path):
     ["s3d_finetune/configs/train.yaml"],
     ["s3d_pretrain/configs/train.yaml", "baselines/configs/dense_mae.yaml"],
 ])
-def test_bundles_refuse_an_unwritable_output_folder_before_any_work(configs, tmp_path, monkeypatch):
+def test_bundles_refuse_an_unwritable_output_folder_before_any_work(configs, tmp_path, monkeypatch, error_messages):
     _deny_writing(monkeypatch)
     work = []
     monkeypatch.setattr("custom_nets.data.prepare_dataset", lambda *a, **k: work.append("pretrain data"))
@@ -274,9 +274,6 @@ def test_bundles_refuse_an_unwritable_output_folder_before_any_work(configs, tmp
     )
     with pytest.raises(Exception) as info:
         workflow.initialize()
-    chain, err = [], info.value
-    while err is not None:
-        chain.append(str(err))
-        err = err.__cause__ or err.__context__
+    chain = error_messages(info.value)
     assert any(m.startswith(f"output folder '{tmp_path / 'out'}' is not writable: permission denied") for m in chain)
     assert work == [] and not (tmp_path / "out").exists()

@@ -50,14 +50,6 @@ def _evaluate(task: Path, run: Path, **settings) -> ConfigWorkflow:
     return wf
 
 
-def _messages(err: BaseException) -> str:
-    chain = []
-    while err is not None:
-        chain.append(str(err))
-        err = err.__cause__ or err.__context__
-    return "\n".join(chain)
-
-
 def test_readme_evaluate_command_reads_the_model_from_model_info(task, tmp_path):
     run = _demo_run(tmp_path / "run", task)
     wf = _evaluate(task, run)
@@ -72,7 +64,7 @@ def test_readme_evaluate_command_reads_the_model_from_model_info(task, tmp_path)
         assert nib.load(run / "predictions" / f"{case}.nii.gz").shape == (40, 44, 40)
 
 
-def test_absent_or_contradicted_model_info_is_a_clear_error(task, tmp_path):
+def test_absent_or_contradicted_model_info_is_a_clear_error(task, tmp_path, error_chain):
     run = _demo_run(tmp_path / "run", task)
     with pytest.raises(Exception) as contradicted:
         _evaluate(task, run, patch_size=[32, 32, 32])
@@ -80,8 +72,8 @@ def test_absent_or_contradicted_model_info_is_a_clear_error(task, tmp_path):
         "settings patch_size=[32, 32, 32] (the model: [64, 64, 64]) contradict "
         f"'{run / 'models' / 'model_info.json'}', which describes the network whose weights are evaluated: drop these "
         "overrides (the evaluation reads them from model_info.json)."
-    ) in _messages(contradicted.value)
+    ) in error_chain(contradicted.value)
     (run / "models" / "model_info.json").unlink()
     with pytest.raises(Exception) as absent:
         _evaluate(task, run)
-    assert f"model_info.json not found at '{run / 'models' / 'model_info.json'}'" in _messages(absent.value)
+    assert f"model_info.json not found at '{run / 'models' / 'model_info.json'}'" in error_chain(absent.value)

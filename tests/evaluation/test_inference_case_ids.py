@@ -52,16 +52,7 @@ def _infer(checkpoint: Path, input_dir: Path, **settings) -> ConfigWorkflow:
     return wf
 
 
-def _messages(err: BaseException) -> str:
-    """Every message of an exception and its causes (MONAI wraps errors raised inside config items)."""
-    chain = []
-    while err is not None:
-        chain.append(str(err))
-        err = err.__cause__ or err.__context__
-    return "\n".join(chain)
-
-
-def test_same_named_files_in_two_folders_give_two_predictions_and_none_is_replaced(tmp_path):
+def test_same_named_files_in_two_folders_give_two_predictions_and_none_is_replaced(tmp_path, error_chain):
     checkpoint = _run_folder(tmp_path / "run", in_channels=1)
     images = tmp_path / "images"
     _image(images / "siteA" / "scan.nii.gz", (20, 24, 22), seed=1)
@@ -77,7 +68,7 @@ def test_same_named_files_in_two_folders_give_two_predictions_and_none_is_replac
     before = (out / "siteA__scan.nii.gz").read_bytes()
     with pytest.raises(Exception) as refused:
         _infer(checkpoint, images)
-    message = _messages(refused.value)
+    message = error_chain(refused.value)
     assert (
         f"2 of 2 predictions already exist in '{out}': '{out / 'siteA__scan.nii.gz'}', '{out / 'siteB__scan.nii.gz'}'. "
         "Existing predictions are never replaced: pass another --output_dir, or --overwrite true to replace them."
@@ -128,7 +119,7 @@ def test_dataset_json_ids_are_those_of_training_and_the_splits(tmp_path):
     assert test_ids[0].startswith("a__") and len(test_ids[0]) == len("a__") + 8 and test_ids[1] == "d"
 
 
-def test_a_folder_for_a_two_channel_model_fails_before_the_network_runs(tmp_path):
+def test_a_folder_for_a_two_channel_model_fails_before_the_network_runs(tmp_path, error_chain):
     checkpoint = _run_folder(tmp_path / "run", in_channels=2)
     images = tmp_path / "images"
     _image(images / "a.nii.gz", (12, 12, 12))
@@ -146,14 +137,14 @@ def test_a_folder_for_a_two_channel_model_fails_before_the_network_runs(tmp_path
         '  {"test": [{"image": ["case_000_0000.nii.gz", "case_000_0001.nii.gz"]}, ...]}\n'
         "(paths relative to the JSON file, one file per channel in the model's order: t1, flair); a 4D image with "
         "the channels on its last axis also works."
-    ) in _messages(failed.value)
+    ) in error_chain(failed.value)
     # a folder of 4D two-channel images is fine for the same model
     four_d = tmp_path / "four_d"
     _image(four_d / "c.nii.gz", (12, 12, 12), channels=2)
     assert inference_inputs(four_d, in_channels=2) == [{"case": "c", "image": [str(four_d / "c.nii.gz")]}]
 
 
-def test_missing_model_info_says_where_it_comes_from(tmp_path):
+def test_missing_model_info_says_where_it_comes_from(tmp_path, error_chain):
     checkpoint = _run_folder(tmp_path / "run", in_channels=1)
     (checkpoint.parent / "model_info.json").unlink()
     _image(tmp_path / "images" / "a.nii.gz", (12, 12, 12))
@@ -162,4 +153,4 @@ def test_missing_model_info_says_where_it_comes_from(tmp_path):
     assert (
         f"model_info.json not found at '{checkpoint.parent / 'model_info.json'}': it says which network the weights "
         "beside it belong to"
-    ) in _messages(failed.value)
+    ) in error_chain(failed.value)
