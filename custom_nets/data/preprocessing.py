@@ -123,6 +123,11 @@ def normalisation_config(normalisation: Mapping, keys="image", portable: bool = 
     ]
 
 
+def _compose(configs: list[dict]) -> Compose:
+    """Instantiate transform configs (``{"_target_": ..., ...}``) as MONAI's bundle parser does, in one ``Compose``."""
+    return ConfigParser({"c": {"_target_": "Compose", "transforms": configs}}).get_parsed_content("c")
+
+
 class NormaliseIntensityd(Compose):
     """The chain's intensity normalisation on its own (step 3), as one transform.
 
@@ -132,8 +137,7 @@ class NormaliseIntensityd(Compose):
     """
 
     def __init__(self, keys, normalisation: Mapping) -> None:
-        config = {"_target_": "Compose", "transforms": normalisation_config(normalisation, keys)}
-        super().__init__(ConfigParser({"t": config}).get_parsed_content("t").transforms)
+        super().__init__(_compose(normalisation_config(normalisation, keys)).transforms)
 
 
 def chain_config(
@@ -173,6 +177,4 @@ def preprocessing_chain(keys, spacing, normalisation: Mapping, image_key: str = 
     Input: channel-first MetaTensors with their affine (``LoadImaged(..., ensure_channel_first=True)``);
     output: float32 ``(C, x', y', z')`` in RAS at ``spacing``. Arguments as in ``chain_config``.
     """
-    spacing = [float(s) for s in spacing]
-    config = {"_target_": "Compose", "transforms": chain_config(keys, spacing, normalisation, image_key, mode)}
-    return ConfigParser({"chain": config}).get_parsed_content("chain")
+    return _compose(chain_config(keys, [float(s) for s in spacing], normalisation, image_key, mode))

@@ -19,10 +19,10 @@ from typing import Mapping
 
 import yaml
 
-from custom_nets.data.preprocessing import MIN_STD, chain_config, normalisation_config
+from custom_nets.data.preprocessing import chain_config, normalisation_config
 from custom_nets.nets.resenc import PRESETS
 
-__all__ = ["TEMPLATE", "MIN_STD", "check_model_info", "normalisation_transforms", "exported_inference_config", "network_kwargs",
+__all__ = ["TEMPLATE", "check_model_info", "normalisation_transforms", "exported_inference_config", "network_kwargs",
            "fill_chain_slot"]
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "inference.yaml"
