@@ -25,6 +25,7 @@ from custom_nets.data.case import crash_record, preprocess_case
 from custom_nets.data.case_ids import short_hash
 from custom_nets.data.manifest import ManifestWriter, entry_identity, has_outputs, input_stamp, manifest_name
 from custom_nets.data.parallel import run_tasks
+from custom_nets.data.paths import as_files
 
 __all__ = ["available_cores", "build_cache", "first_file", "plan", "worker_count"]
 
@@ -55,7 +56,7 @@ def worker_count(num_workers, num_tasks: int) -> int:
 
 def first_file(value) -> str:
     """The first file of an image entry (one path, or a list with one path per modality)."""
-    return value[0] if isinstance(value, (list, tuple)) else value
+    return as_files(value)[0]
 
 
 class Progress:

@@ -37,7 +37,7 @@ from monai.data import MetaTensor
 from monai.transforms.utils import generate_spatial_bounding_box
 
 from custom_nets.data.atomic import atomic_save_nifti
-from custom_nets.data.paths import input_problem, permission_denied
+from custom_nets.data.paths import as_files, input_problem, permission_denied
 from custom_nets.data.preprocessing import nonzero, preprocessing_chain
 from custom_nets.data.quality import QualityThresholds, check_image, describe_error
 from custom_nets.data.ras_loading import load_ras
@@ -77,10 +77,6 @@ def output_folder(key: str, image_key: str = "image") -> str:
     return "images" if key == image_key else f"{key}s"
 
 
-def _files(value) -> list[str]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 def _record(task: dict, status: str, reason: str | None = None, **extra) -> dict:
     """Manifest record (format of ``custom_nets.data.manifest``); labeled cases add label counts and warnings."""
     inputs = task["inputs"]
@@ -99,13 +95,13 @@ def crash_record(task: dict) -> dict:
 
 def _several_files(task: dict) -> bool:
     """Whether a reason must name its file (the record's ``source`` names it when the case has one file)."""
-    return len(_files(task["inputs"][task["keys"][0]])) > 1 or LABEL_KEY in task["inputs"]
+    return len(as_files(task["inputs"][task["keys"][0]])) > 1 or LABEL_KEY in task["inputs"]
 
 
 def _check_files(task: dict) -> None:
     """Quality filter on every image file, readability of the label, existence of the masks."""
     image_key, *other_keys = task["keys"]
-    images = _files(task["inputs"][image_key])
+    images = as_files(task["inputs"][image_key])
     thresholds: QualityThresholds = task["thresholds"]
     for path in images:
         reason = check_image(path, thresholds)
@@ -147,7 +143,7 @@ def _same_geometry(a: MetaTensor, b: MetaTensor) -> bool:
 
 def _load_image(task: dict) -> MetaTensor:
     """The modality files as one ``(C, x, y, z)`` MetaTensor in RAS (the first file's affine and meta data)."""
-    paths = _files(task["inputs"][task["keys"][0]])
+    paths = as_files(task["inputs"][task["keys"][0]])
     modalities = [load_ras(p) for p in paths]
     for path, other in zip(paths[1:], modalities[1:]):
         if not _same_geometry(other, modalities[0]):
@@ -197,7 +193,7 @@ def _load(task: dict) -> dict:
     image_key, *other_keys = task["keys"]
     image = _load_image(task)
     data = {image_key: image}
-    first_file = _files(task["inputs"][image_key])[0]
+    first_file = as_files(task["inputs"][image_key])[0]
     for key in other_keys:
         if key not in task["inputs"]:
             continue
@@ -331,12 +327,12 @@ def preprocess_case(task: dict) -> dict:
     except CaseIssue as issue:
         return _record(task, "excluded", issue.reason)
     except PermissionError as err:  # a file that became unreadable after the checks
-        first = _files(task["inputs"][task["keys"][0]])[0]
+        first = as_files(task["inputs"][task["keys"][0]])[0]
         return _record(task, "excluded", permission_denied(err.filename or first))
     except Exception as err:  # a bad file must never stop the run
         logger.debug("Case %s failed", task.get("case_id"), exc_info=True)
         reason = f"unreadable: {describe_error(err)}"
         if _several_files(task):
-            files = [*_files(task["inputs"][task["keys"][0]]), *(task["inputs"].get(k) for k in task["keys"][1:])]
+            files = [*as_files(task["inputs"][task["keys"][0]]), *(task["inputs"].get(k) for k in task["keys"][1:])]
             reason += f" (files: {', '.join(f for f in files if f)})"
         return _record(task, "excluded", reason)

@@ -42,6 +42,7 @@ from custom_nets.data.dataset_source import (
     source_path,
 )
 from custom_nets.data.layouts import detect_layout, read_bids, read_nnssl, read_openmind
+from custom_nets.data.paths import as_files
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -173,7 +174,7 @@ def read_entries(data, key: str, path: Path, base: Path) -> list[dict]:
 
 def entry_images(entry: dict) -> list[str]:
     """The image files of an entry as a list (one per modality)."""
-    return list(entry["image"]) if isinstance(entry["image"], (list, tuple)) else [entry["image"]]
+    return as_files(entry["image"])
 
 
 def entry_case_ids(entries, test_entries=()) -> list[str]:

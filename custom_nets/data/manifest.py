@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 
 from custom_nets.data.atomic import atomic_write_text
+from custom_nets.data.paths import as_files
 
 __all__ = [
     "MANIFEST_PATTERN",
@@ -63,7 +64,7 @@ def input_stamp(inputs: dict) -> list:
     stamps = []
     for key in sorted(inputs):
         value = inputs[key]
-        for path in value if isinstance(value, (list, tuple)) else [value]:
+        for path in as_files(value):
             try:
                 info = os.stat(path)
                 stamps.append([int(info.st_size), int(info.st_mtime_ns)])

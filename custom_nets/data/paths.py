@@ -2,7 +2,8 @@
 
 Reader libraries report an unreadable file in their own words (ITK: "Could not create IO object for
 reading file"), and ``os.path.isfile`` is ``False`` both for a missing file and for a file inside a folder
-this user may not enter. ``input_problem`` tells these apart before any reader runs.
+this user may not enter. ``input_problem`` tells these apart before any reader runs; ``as_files`` turns an entry's
+path value (one file, or one per modality) into a list.
 ``check_writable_dir`` is called by the training configs before any work, so an output folder that
 cannot be written stops the run at once with the path and the fix instead of a traceback after
 preprocessing.
@@ -15,7 +16,12 @@ import os
 import stat
 import tempfile
 
-__all__ = ["check_writable_dir", "input_problem", "permission_denied", "read_fix"]
+__all__ = ["as_files", "check_writable_dir", "input_problem", "permission_denied", "read_fix"]
+
+
+def as_files(value) -> list:
+    """An entry's path value as a list of paths: an image listed as one file, or one file per modality."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def read_fix(path) -> str:
